@@ -1,0 +1,138 @@
+//! Extractors that turn malformed input into our JSON errors instead of axum's plain-text
+//! rejections, and the authenticated caller.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::service::{AuthUser, ServiceError};
+
+/// The session cookie set at login for browsers.
+pub const SESSION_COOKIE: &str = "confab_session";
+
+/// A JSON body. The content type is not checked (any client may post JSON); cross-site form
+/// posts are stopped by the CSRF layer. Syntax errors answer 400, wrong shapes 422, bodies
+/// over the limit 413.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ServiceError::TooLarge("the request body is too large".into())
+            } else {
+                ServiceError::Malformed(e.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(AppJson)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ServiceError::invalid("body", e.to_string()),
+                _ => ServiceError::Malformed(format!("body: malformed JSON: {e}")),
+            })
+    }
+}
+
+/// Query parameters; unparsable ones answer 400.
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| AppQuery(q))
+            .map_err(|e| ServiceError::Malformed(e.body_text()))
+    }
+}
+
+/// Path parameters; undecodable ones answer 400.
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| AppPath(p))
+            .map_err(|e| ServiceError::Malformed(e.body_text()))
+    }
+}
+
+/// The bearer token of `Authorization: Bearer …`, else the session cookie.
+pub fn request_token(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token =
+            request_token(parts).ok_or(ServiceError::Unauthenticated("authentication required"))?;
+        app.service.authenticate(token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut req = axum::http::Request::builder();
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn bearer_header_wins_over_the_cookie() {
+        let p = parts(&[
+            ("authorization", "Bearer abc"),
+            ("cookie", "confab_session=xyz"),
+        ]);
+        assert_eq!(request_token(&p), Some("abc"));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let p = parts(&[("cookie", "theme=dark; confab_session=xyz; other=1")]);
+        assert_eq!(request_token(&p), Some("xyz"));
+    }
+
+    #[test]
+    fn other_schemes_and_missing_credentials_give_nothing() {
+        assert_eq!(
+            request_token(&parts(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            request_token(&parts(&[("cookie", "confab_sessionx=1")])),
+            None
+        );
+        assert_eq!(request_token(&parts(&[])), None);
+    }
+}

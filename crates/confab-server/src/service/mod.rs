@@ -1,0 +1,130 @@
+//! The use cases: who may do what, validation, orchestration. The only place that decides
+//! permissions. Services never see HTTP types; handlers in `api/` call one method each.
+//!
+//! Every method that takes a conversation id starts with [`Service::access_conversation`], the
+//! single gate: a missing conversation and one the caller is not in are the same `NotFound`.
+
+mod accounts;
+mod conversations;
+mod messages;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::security::password::Passwords;
+use crate::security::session::SessionCache;
+use crate::store::{Membership, Store, StoreError};
+
+pub use accounts::AuthUser;
+pub use messages::HistoryQuery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Also "exists, but you are not a participant".
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The caller can see the thing but lacks the right to do this to it.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Well-formed input with a value that breaks a rule (422).
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// Input that cannot be parsed (400).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> ServiceError {
+        ServiceError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::NotFound,
+            StoreError::Conflict(what) => ServiceError::Conflict(what.to_owned()),
+            StoreError::Backend(e) => ServiceError::Internal(e),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Limits the services enforce, from [`Config`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_group_members: usize,
+    pub session_ttl_ms: i64,
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Limits {
+        Limits {
+            max_message_bytes: c.max_message_bytes,
+            max_group_members: c.max_group_members,
+            session_ttl_ms: c.session_ttl_ms,
+        }
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+    sessions: SessionCache,
+    limits: Limits,
+}
+
+impl Service {
+    pub async fn new(store: Arc<dyn Store>, limits: Limits) -> anyhow::Result<Service> {
+        Ok(Service {
+            store,
+            passwords: Passwords::new().await?,
+            sessions: SessionCache::new(100_000),
+            limits,
+        })
+    }
+
+    /// The gate: the caller's membership of `conversation_id`, or `NotFound`.
+    pub async fn access_conversation(
+        &self,
+        user: &AuthUser,
+        conversation_id: &str,
+    ) -> ServiceResult<Membership> {
+        if !plausible_id(conversation_id) {
+            return Err(ServiceError::NotFound);
+        }
+        self.store
+            .membership(conversation_id, &user.id)
+            .await?
+            .ok_or(ServiceError::NotFound)
+    }
+
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
+/// Ids are opaque to clients, but ours are short ASCII: anything else cannot exist, and
+/// answering `NotFound` early keeps hostile ids away from the database.
+pub(crate) fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A new opaque id: a UUIDv7 (time-ordered, so inserts append to indexes).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

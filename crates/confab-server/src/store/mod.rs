@@ -1,0 +1,199 @@
+//! Persistence. `Store` is the one trait the services talk to; `sqlite.rs` implements it on an
+//! embedded SQLite database (a PostgreSQL implementation can follow without changing the trait).
+//!
+//! The store never decides who may do what: it reads and writes what it is told, assigns the
+//! per-conversation `seq` inside the transaction that stores a message, and keeps idempotency
+//! keys. Permissions live in `service/`.
+
+pub mod sqlite;
+mod writer;
+
+use async_trait::async_trait;
+use confab_proto::{Conversation, ConversationType, Message, Participant, Role, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Backend(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user with the secret needed to log in.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub username_key: String,
+    pub password_hash: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub user: User,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    pub id: String,
+    pub kind: ConversationType,
+    pub title: Option<String>,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    /// Set for direct conversations: a second create with the same key returns the first.
+    pub direct_key: Option<String>,
+    pub members: Vec<NewParticipant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewParticipant {
+    pub id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub joined_at_ms: i64,
+}
+
+/// The caller's own membership row: what the access gate needs.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub kind: ConversationType,
+    pub role: Role,
+    pub last_read_seq: i64,
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub conversation_id: String,
+    pub sender_id: String,
+    pub content: String,
+    pub created_at_ms: i64,
+    pub client_id: Option<String>,
+    pub reply_to: Option<String>,
+}
+
+/// Which slice of a conversation's history to read.
+#[derive(Debug, Clone, Copy)]
+pub enum PageCursor {
+    /// The newest messages.
+    Latest,
+    /// The newest messages with `seq < before`.
+    Before(i64),
+    /// The oldest messages with `seq > after`.
+    After(i64),
+    /// The oldest messages with `after < seq < before`.
+    Between { after: i64, before: i64 },
+}
+
+/// Something that was either created now or found from an earlier identical request.
+#[derive(Debug, Clone)]
+pub struct Upserted<T> {
+    pub value: T,
+    pub created: bool,
+}
+
+/// What removing a participant changed.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    /// A member promoted to admin because the last admin left.
+    pub promoted: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- accounts
+    async fn insert_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_credentials(&self, username_key: &str) -> StoreResult<Option<UserCredentials>>;
+    /// Users whose lowercase name starts with `prefix_key`, by name.
+    async fn users_by_prefix(&self, prefix_key: &str, limit: i64) -> StoreResult<Vec<User>>;
+    /// The users among `ids` that exist.
+    async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<User>>;
+
+    // --- sessions
+    async fn insert_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        created_at_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()>;
+    async fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    // --- conversations
+    /// Creates the conversation, or for a direct one whose `direct_key` exists, returns its id.
+    async fn insert_conversation(&self, conv: NewConversation) -> StoreResult<Upserted<String>>;
+    /// `None` when the conversation does not exist or `user_id` is not in it.
+    async fn membership(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<Membership>>;
+    /// One conversation as `user_id` sees it (unread count, read state).
+    async fn conversation_for(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<Conversation>>;
+    /// Every conversation of `user_id`, most recent activity first.
+    async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>>;
+    async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>>;
+    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> StoreResult<()>;
+    /// Adds members; those already present are left as they are.
+    async fn insert_participants(
+        &self,
+        conversation_id: &str,
+        members: Vec<NewParticipant>,
+    ) -> StoreResult<Vec<String>>;
+    /// Removes a member; if no admin would remain, the longest-standing member becomes one.
+    async fn delete_participant(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Removal>;
+
+    // --- messages
+    /// Stores a message with the conversation's next `seq`, or returns the message stored
+    /// earlier with the same (conversation, sender, client_id).
+    async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>>;
+    async fn message(&self, message_id: &str) -> StoreResult<Option<Message>>;
+    /// Messages in ascending `seq`, and whether more lie beyond the page.
+    async fn messages_page(
+        &self,
+        conversation_id: &str,
+        cursor: PageCursor,
+        limit: i64,
+    ) -> StoreResult<(Vec<Message>, bool)>;
+    async fn update_message_content(
+        &self,
+        message_id: &str,
+        content: &str,
+        edited_at_ms: i64,
+    ) -> StoreResult<Message>;
+    /// Erases the content and marks the message deleted; the row stays so `seq` has no hole.
+    async fn tombstone_message(&self, message_id: &str) -> StoreResult<Message>;
+    /// Moves the read watermark forward (never back), clamped to the conversation's last seq.
+    async fn mark_read(&self, conversation_id: &str, user_id: &str, seq: i64) -> StoreResult<i64>;
+
+    /// Flushes and closes the database. Further calls fail.
+    async fn close(&self);
+}

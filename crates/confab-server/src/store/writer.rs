@@ -1,0 +1,166 @@
+//! The single SQLite writer, with group commit.
+//!
+//! SQLite allows one writer at a time. Instead of a pool of connections fighting over the lock
+//! (and sleeping in `busy_timeout`), every write is a job sent to one task that owns the only
+//! write connection. The task takes the jobs that arrived together, runs them inside one
+//! `BEGIN IMMEDIATE` transaction, each under its own savepoint so a failing job does not undo
+//! its neighbours, and commits once: one fsync covers the whole batch. Nobody is answered
+//! before the commit is durable.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::{Context, anyhow};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StoreError, StoreResult};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Delivers a job's result once the batch's commit outcome is known.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A job runs against the open transaction and says whether it succeeded.
+type Job =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
+
+/// Most jobs in one transaction: bounds the latency a batch adds to its first job.
+const MAX_BATCH: usize = 256;
+/// Jobs waiting for the writer; senders wait (backpressure) when it is full.
+const QUEUE_DEPTH: usize = 4096;
+
+/// `None` asks the writer to finish what is queued before it and stop.
+type Command = Option<Job>;
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Writer {
+    /// Starts the writer task on `conn`. The task ends, closing the connection, after
+    /// [`Writer::close`] or when every `Writer` clone is dropped; the handle resolves then.
+    pub fn spawn(conn: SqliteConnection) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = tokio::spawn(run(conn, rx));
+        (Writer { tx }, handle)
+    }
+
+    /// Runs `f` inside the writer's transaction and answers after the commit is on disk.
+    /// If `f` fails, its own changes are rolled back and the rest of the batch still commits.
+    pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<R>>
+            + Send
+            + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel::<StoreResult<R>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    let answer = match commit {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Backend(anyhow!("commit failed: {e}"))),
+                    };
+                    // The caller may have gone away (request cancelled); the write stands.
+                    let _ = done_tx.send(answer);
+                });
+                (ok, completion)
+            })
+        });
+        self.tx
+            .send(Some(job))
+            .await
+            .map_err(|_| StoreError::Backend(anyhow!("the database is closed")))?;
+        done_rx
+            .await
+            .map_err(|_| StoreError::Backend(anyhow!("the write was not carried out")))?
+    }
+
+    /// Asks the writer to commit what is queued and close the connection. Writes sent later
+    /// fail with "the database is closed".
+    pub async fn close(&self) {
+        let _ = self.tx.send(None).await;
+    }
+}
+
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>) {
+    let mut commands = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing && rx.recv_many(&mut commands, MAX_BATCH).await > 0 {
+        for command in commands.drain(..) {
+            match command {
+                Some(job) if !closing => batch.push(job),
+                // After a close, queued jobs are dropped unrun: their callers get an error.
+                Some(_) => {}
+                None => closing = true,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        let outcome = run_batch(&mut conn, &mut batch, &mut completions).await;
+        if let Err(e) = &outcome {
+            tracing::error!(error = ?e, jobs = completions.len(), "write batch failed");
+        }
+        let outcome = outcome.map_err(|e| format!("{e:#}"));
+        for done in completions {
+            done(outcome.clone());
+        }
+    }
+    rx.close();
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = ?e, "closing the write connection");
+    }
+    tracing::debug!("database writer stopped");
+}
+
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    completions: &mut Vec<Completion>,
+) -> anyhow::Result<()> {
+    let begun = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await;
+    if let Err(e) = begun {
+        // Dropping a job unrun drops its answer channel: its caller gets an error.
+        batch.clear();
+        return Err(e).context("begin transaction");
+    }
+    let mut failed = None;
+    for job in batch.drain(..) {
+        if failed.is_some() {
+            // The transaction is broken; the remaining jobs are answered with the error.
+            drop(job);
+            continue;
+        }
+        if let Err(e) = sqlx::raw_sql("SAVEPOINT job").execute(&mut *conn).await {
+            failed = Some(anyhow::Error::from(e).context("savepoint"));
+            drop(job);
+            continue;
+        }
+        let (ok, completion) = job(&mut *conn).await;
+        completions.push(completion);
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
+            failed = Some(anyhow::Error::from(e).context("end savepoint"));
+        }
+    }
+    if let Some(e) = failed {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(e);
+    }
+    if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(e).context("commit");
+    }
+    Ok(())
+}
