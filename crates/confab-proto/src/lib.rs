@@ -216,10 +216,7 @@ mod tests {
             title: None,
         };
         let json = serde_json::to_value(&body).expect("serializable");
-        assert_eq!(
-            json,
-            serde_json::json!({"type": "direct", "participant_ids": ["u1"]})
-        );
+        assert_eq!(json, serde_json::json!({"type": "direct", "participant_ids": ["u1"]}));
     }
 
     #[test]

@@ -30,26 +30,15 @@ impl App {
         let service = Arc::new(Service::new(store, Limits::from(&config)).await?);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;
-        let router = api::router(
-            AppState {
-                service: service.clone(),
-            },
-            max_body_bytes,
-        );
+        let router = api::router(AppState { service: service.clone() }, max_body_bytes);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
-        Ok(App {
-            listener,
-            service,
-            router,
-        })
+        Ok(App { listener, service, router })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish

@@ -12,11 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "confab",
-    version,
-    about = "Confab: a self-hostable private messaging server"
-)]
+#[command(name = "confab", version, about = "Confab: a self-hostable private messaging server")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -158,9 +154,7 @@ impl Config {
             other => bail!("--log-format: expected `text` or `json`, got {other:?}"),
         };
         Ok(Config {
-            listen: args
-                .listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,
             database_url,
             redis_url: args.redis_url,
@@ -174,11 +168,9 @@ impl Config {
 
     /// Defaults, listening on 127.0.0.1 port 0, with the database in `data_dir`.
     pub fn for_tests(data_dir: PathBuf) -> Config {
-        let mut config = Config::validate(ServeArgs {
-            data_dir: Some(data_dir),
-            ..ServeArgs::default()
-        })
-        .expect("the defaults are valid");
+        let mut config =
+            Config::validate(ServeArgs { data_dir: Some(data_dir), ..ServeArgs::default() })
+                .expect("the defaults are valid");
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
@@ -198,11 +190,8 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("confab.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\nmax_group_members = 10\n",
-        )
-        .expect("write");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_group_members = 10\n")
+            .expect("write");
         let args = ServeArgs {
             listen: Some("127.0.0.1:9100".parse().expect("addr")),
             config: Some(file),
@@ -221,11 +210,8 @@ mod tests {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "lisen = \"x\"\n").expect("write");
 
-        let err = Config::from_args(ServeArgs {
-            config: Some(file),
-            ..ServeArgs::default()
-        })
-        .expect_err("typo must fail");
+        let err = Config::from_args(ServeArgs { config: Some(file), ..ServeArgs::default() })
+            .expect_err("typo must fail");
 
         assert!(format!("{err:#}").contains("bad.toml"));
     }

@@ -101,7 +101,5 @@ pub async fn search_users(
     _user: AuthUser,
     AppQuery(params): AppQuery<SearchParams>,
 ) -> ApiResult<Json<UserList>> {
-    Ok(Json(UserList {
-        users: app.service.search_users(&params.q).await?,
-    }))
+    Ok(Json(UserList { users: app.service.search_users(&params.q).await? }))
 }

@@ -24,9 +24,7 @@ pub async fn list_conversations(
     State(app): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<ConversationList>> {
-    Ok(Json(ConversationList {
-        conversations: app.service.list_conversations(&user).await?,
-    }))
+    Ok(Json(ConversationList { conversations: app.service.list_conversations(&user).await? }))
 }
 
 /// # `POST /api/conversations`
@@ -46,14 +44,7 @@ pub async fn create_conversation(
     AppJson(body): AppJson<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<Conversation>)> {
     let made = app.service.create_conversation(&user, body).await?;
-    Ok((
-        if made.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(made.value),
-    ))
+    Ok((if made.created { StatusCode::CREATED } else { StatusCode::OK }, Json(made.value)))
 }
 
 /// # `GET /api/conversations/{id}`
@@ -88,11 +79,7 @@ pub async fn rename_conversation(
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<UpdateConversation>,
 ) -> ApiResult<Json<Conversation>> {
-    Ok(Json(
-        app.service
-            .rename_conversation(&user, &id, &body.title)
-            .await?,
-    ))
+    Ok(Json(app.service.rename_conversation(&user, &id, &body.title).await?))
 }
 
 /// # `POST /api/conversations/{id}/participants`
@@ -112,11 +99,7 @@ pub async fn add_participants(
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<AddParticipants>,
 ) -> ApiResult<Json<Conversation>> {
-    Ok(Json(
-        app.service
-            .add_participants(&user, &id, body.user_ids)
-            .await?,
-    ))
+    Ok(Json(app.service.add_participants(&user, &id, body.user_ids).await?))
 }
 
 /// # `DELETE /api/conversations/{id}/participants/{user_id}`

@@ -12,12 +12,7 @@ pub type ApiResult<T> = Result<T, ServiceError>;
 
 /// A JSON error response with this status, code and message.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: code.to_owned(),
-            message: message.into(),
-        },
-    };
+    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } };
     (status, Json(body)).into_response()
 }
 
@@ -66,11 +61,7 @@ mod tests {
             (ServiceError::Malformed("x".into()), 400, "invalid_input"),
             (ServiceError::Conflict("x".into()), 409, "conflict"),
             (ServiceError::TooLarge("x".into()), 413, "payload_too_large"),
-            (
-                ServiceError::Internal(anyhow::anyhow!("secret detail")),
-                500,
-                "internal",
-            ),
+            (ServiceError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
         ];
         for (error, status, code) in cases {
             let (s, c) = error.status_and_code();
@@ -82,9 +73,7 @@ mod tests {
     async fn internal_errors_do_not_leak_their_cause() {
         let response = ServiceError::Internal(anyhow::anyhow!("secret detail")).into_response();
 
-        let bytes = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .expect("body");
+        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.expect("body");
         let text = String::from_utf8_lossy(&bytes);
 
         assert!(text.contains("\"internal\""));

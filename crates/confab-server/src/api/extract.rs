@@ -29,12 +29,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 ServiceError::Malformed(e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes)
-            .map(AppJson)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ServiceError::invalid("body", e.to_string()),
-                _ => ServiceError::Malformed(format!("body: malformed JSON: {e}")),
-            })
+        serde_json::from_slice(&bytes).map(AppJson).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ServiceError::invalid("body", e.to_string()),
+            _ => ServiceError::Malformed(format!("body: malformed JSON: {e}")),
+        })
     }
 }
 
@@ -110,10 +108,7 @@ mod tests {
 
     #[test]
     fn bearer_header_wins_over_the_cookie() {
-        let p = parts(&[
-            ("authorization", "Bearer abc"),
-            ("cookie", "confab_session=xyz"),
-        ]);
+        let p = parts(&[("authorization", "Bearer abc"), ("cookie", "confab_session=xyz")]);
         assert_eq!(request_token(&p), Some("abc"));
     }
 
@@ -125,14 +120,8 @@ mod tests {
 
     #[test]
     fn other_schemes_and_missing_credentials_give_nothing() {
-        assert_eq!(
-            request_token(&parts(&[("authorization", "Basic abc")])),
-            None
-        );
-        assert_eq!(
-            request_token(&parts(&[("cookie", "confab_sessionx=1")])),
-            None
-        );
+        assert_eq!(request_token(&parts(&[("authorization", "Basic abc")])), None);
+        assert_eq!(request_token(&parts(&[("cookie", "confab_sessionx=1")])), None);
         assert_eq!(request_token(&parts(&[])), None);
     }
 }

@@ -40,11 +40,7 @@ pub async fn list_messages(
     AppPath(id): AppPath<String>,
     AppQuery(p): AppQuery<HistoryParams>,
 ) -> ApiResult<Json<MessagePage>> {
-    let query = HistoryQuery {
-        limit: p.limit,
-        before: p.before,
-        after: p.after,
-    };
+    let query = HistoryQuery { limit: p.limit, before: p.before, after: p.after };
     let (messages, has_more) = app.service.list_messages(&user, &id, query).await?;
     Ok(Json(MessagePage { messages, has_more }))
 }
@@ -69,14 +65,7 @@ pub async fn send_message(
     AppJson(body): AppJson<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     let sent = app.service.send_message(&user, &id, body).await?;
-    Ok((
-        if sent.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(sent.value),
-    ))
+    Ok((if sent.created { StatusCode::CREATED } else { StatusCode::OK }, Json(sent.value)))
 }
 
 /// # `PATCH /api/messages/{id}`
@@ -96,9 +85,7 @@ pub async fn edit_message(
     AppPath(id): AppPath<String>,
     AppJson(body): AppJson<EditMessage>,
 ) -> ApiResult<Json<Message>> {
-    Ok(Json(
-        app.service.edit_message(&user, &id, &body.content).await?,
-    ))
+    Ok(Json(app.service.edit_message(&user, &id, &body.content).await?))
 }
 
 /// # `DELETE /api/messages/{id}`

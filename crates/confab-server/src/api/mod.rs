@@ -67,9 +67,7 @@ impl Modify for BearerAuth {
 #[utoipa::path(get, path = "/healthz", tag = "accounts",
     responses((status = 200, description = "Ready", body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
+    Json(Health { status: "ok".into() })
 }
 
 /// The whole HTTP application. `max_body_bytes` bounds every request body.
@@ -81,14 +79,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
         .routes(routes!(auth::search_users))
-        .routes(routes!(
-            conversations::list_conversations,
-            conversations::create_conversation
-        ))
-        .routes(routes!(
-            conversations::get_conversation,
-            conversations::rename_conversation
-        ))
+        .routes(routes!(conversations::list_conversations, conversations::create_conversation))
+        .routes(routes!(conversations::get_conversation, conversations::rename_conversation))
         .routes(routes!(conversations::add_participants))
         .routes(routes!(conversations::remove_participant))
         .routes(routes!(conversations::leave_conversation))
@@ -108,12 +100,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         "/api/openapi.json",
         get(move || {
             let json = openapi_json.clone();
-            async move {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    json.to_string(),
-                )
-            }
+            async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
         }),
     )
     .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -129,11 +116,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     // Cookie-authenticated browsers are protected from cross-site requests by Fetch Metadata
     // and Origin checks; programs sending a bearer token send neither header and pass.
     .layer(CsrfLayer::new().with_rejection_response(|_| {
-        error_response(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "cross-site request refused",
-        )
+        error_response(StatusCode::FORBIDDEN, "forbidden", "cross-site request refused")
     }))
     .layer(SetResponseHeaderLayer::if_not_present(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -159,10 +142,6 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal server error",
-    )
-    .into_response()
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        .into_response()
 }

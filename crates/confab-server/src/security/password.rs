@@ -22,9 +22,7 @@ pub struct Passwords {
 
 impl Passwords {
     pub async fn new() -> anyhow::Result<Passwords> {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let permits = Arc::new(Semaphore::new(cpus));
         let mut random = [0u8; 24];
         rand::fill(&mut random);
@@ -34,32 +32,20 @@ impl Passwords {
 
     /// An Argon2id PHC string (`$argon2id$v=19$…`) with a random salt.
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("password semaphore closed")?;
+        let _permit = self.permits.acquire().await.context("password semaphore closed")?;
         hash_blocking(password.as_bytes().to_vec()).await
     }
 
     /// Whether `password` matches `phc`; with `None`, checks against the decoy and answers
     /// false, taking the same time.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> anyhow::Result<bool> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("password semaphore closed")?;
+        let _permit = self.permits.acquire().await.context("password semaphore closed")?;
         let known = phc.is_some();
-        let phc = phc
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.decoy.as_str().to_owned());
+        let phc = phc.map(str::to_owned).unwrap_or_else(|| self.decoy.as_str().to_owned());
         let password = password.as_bytes().to_vec();
         let matches = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let parsed = PasswordHash::new(&phc).map_err(|e| anyhow!("stored hash: {e}"))?;
-            Ok(Argon2::default()
-                .verify_password(&password, &parsed)
-                .is_ok())
+            Ok(Argon2::default().verify_password(&password, &parsed).is_ok())
         })
         .await
         .context("password task")??;
@@ -88,23 +74,8 @@ mod tests {
         let hash = passwords.hash("correct horse").await.expect("hash");
 
         assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            passwords
-                .verify("correct horse", Some(&hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("wrong horse", Some(&hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("correct horse", None)
-                .await
-                .expect("verify")
-        );
+        assert!(passwords.verify("correct horse", Some(&hash)).await.expect("verify"));
+        assert!(!passwords.verify("wrong horse", Some(&hash)).await.expect("verify"));
+        assert!(!passwords.verify("correct horse", None).await.expect("verify"));
     }
 }

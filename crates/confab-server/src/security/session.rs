@@ -47,10 +47,7 @@ pub struct SessionCache {
 
 impl SessionCache {
     pub fn new(capacity: usize) -> SessionCache {
-        SessionCache {
-            capacity,
-            entries: Mutex::new(HashMap::new()),
-        }
+        SessionCache { capacity, entries: Mutex::new(HashMap::new()) }
     }
 
     /// The live session for `hash`, if cached. Expired entries are dropped.
@@ -75,10 +72,7 @@ impl SessionCache {
     }
 
     pub fn remove(&self, hash: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(hash);
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
     }
 }
 
@@ -106,18 +100,9 @@ mod tests {
         };
         cache.insert(
             "live".into(),
-            CachedSession {
-                user: user.clone(),
-                expires_at_ms: now_ms() + 60_000,
-            },
+            CachedSession { user: user.clone(), expires_at_ms: now_ms() + 60_000 },
         );
-        cache.insert(
-            "old".into(),
-            CachedSession {
-                user,
-                expires_at_ms: now_ms() - 1,
-            },
-        );
+        cache.insert("old".into(), CachedSession { user, expires_at_ms: now_ms() - 1 });
 
         assert!(cache.get("live").is_some());
         assert!(cache.get("old").is_none());

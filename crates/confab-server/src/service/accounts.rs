@@ -24,10 +24,7 @@ fn validate_username(username: &str) -> ServiceResult<()> {
     if !(3..=32).contains(&username.len()) {
         return Err(ServiceError::invalid("username", "must be 3-32 characters"));
     }
-    if !username
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
+    if !username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
         return Err(ServiceError::invalid(
             "username",
             "may contain only letters a-z, digits, '_', '.' and '-'",
@@ -69,9 +66,7 @@ impl Service {
         // Lengths outside the rules cannot match an account; still spend the hashing time so
         // that an attacker learns nothing from the answer's speed.
         let found = if username.len() <= 32 && password.len() <= 1024 {
-            self.store
-                .user_credentials(&username.to_ascii_lowercase())
-                .await?
+            self.store.user_credentials(&username.to_ascii_lowercase()).await?
         } else {
             None
         };
@@ -91,16 +86,8 @@ impl Service {
         let hash = token_hash(&token);
         let now = now_ms();
         let expires_at_ms = now + self.limits.session_ttl_ms;
-        self.store
-            .insert_session(&hash, &user.id, now, expires_at_ms)
-            .await?;
-        self.sessions.insert(
-            hash,
-            CachedSession {
-                user: user.clone(),
-                expires_at_ms,
-            },
-        );
+        self.store.insert_session(&hash, &user.id, now, expires_at_ms).await?;
+        self.sessions.insert(hash, CachedSession { user: user.clone(), expires_at_ms });
         Ok(AuthResponse { user, token })
     }
 
@@ -123,19 +110,12 @@ impl Service {
                 if record.expires_at_ms <= now_ms() {
                     return Err(INVALID);
                 }
-                let s = CachedSession {
-                    user: record.user,
-                    expires_at_ms: record.expires_at_ms,
-                };
+                let s = CachedSession { user: record.user, expires_at_ms: record.expires_at_ms };
                 self.sessions.insert(hash.clone(), s.clone());
                 s
             }
         };
-        Ok(AuthUser {
-            id: session.user.id,
-            username: session.user.username,
-            token_hash: hash,
-        })
+        Ok(AuthUser { id: session.user.id, username: session.user.username, token_hash: hash })
     }
 
     /// Ends the session that authenticated `user`'s request; its token stops working at once.
@@ -146,13 +126,8 @@ impl Service {
     }
 
     pub async fn me(&self, user: &AuthUser) -> ServiceResult<User> {
-        let mut found = self
-            .store
-            .users_by_ids(std::slice::from_ref(&user.id))
-            .await?;
-        found.pop().ok_or(ServiceError::Unauthenticated(
-            "the account no longer exists",
-        ))
+        let mut found = self.store.users_by_ids(std::slice::from_ref(&user.id)).await?;
+        found.pop().ok_or(ServiceError::Unauthenticated("the account no longer exists"))
     }
 
     /// Users whose name starts with `prefix`, ignoring case. Characters that cannot be in a
@@ -161,9 +136,7 @@ impl Service {
         let key = prefix.trim().to_ascii_lowercase();
         if key.is_empty()
             || key.len() > 32
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         {
             return Ok(Vec::new());
         }
@@ -177,22 +150,10 @@ mod tests {
 
     #[test]
     fn usernames_follow_the_rules() {
-        for ok in [
-            "abc",
-            "Alice",
-            "a.b-c_d",
-            "x23456789012345678901234567890yz",
-        ] {
+        for ok in ["abc", "Alice", "a.b-c_d", "x23456789012345678901234567890yz"] {
             assert!(validate_username(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "ab",
-            "",
-            "with space",
-            "émile",
-            "a/b",
-            "x234567890123456789012345678901yz",
-        ] {
+        for bad in ["ab", "", "with space", "émile", "a/b", "x234567890123456789012345678901yz"] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
     }

@@ -15,16 +15,10 @@ fn validate_title(title: Option<&str>) -> ServiceResult<String> {
         return Err(ServiceError::invalid("title", "a group needs a title"));
     }
     if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(ServiceError::invalid(
-            "title",
-            "must be at most 128 characters",
-        ));
+        return Err(ServiceError::invalid("title", "must be at most 128 characters"));
     }
     if title.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            "title",
-            "must not contain control characters",
-        ));
+        return Err(ServiceError::invalid("title", "must not contain control characters"));
     }
     Ok(title.to_owned())
 }
@@ -55,21 +49,14 @@ impl Service {
                         "a direct conversation has exactly one other participant",
                     ));
                 };
-                let (a, b) = if user.id < *other {
-                    (&user.id, other)
-                } else {
-                    (other, &user.id)
-                };
+                let (a, b) = if user.id < *other { (&user.id, other) } else { (other, &user.id) };
                 (None, Some(format!("{a}:{b}")))
             }
             ConversationType::Group => {
                 if others.len() + 1 > self.limits.max_group_members {
                     return Err(ServiceError::invalid(
                         "participant_ids",
-                        format!(
-                            "a group has at most {} members",
-                            self.limits.max_group_members
-                        ),
+                        format!("a group has at most {} members", self.limits.max_group_members),
                     ));
                 }
                 (Some(validate_title(body.title.as_deref())?), None)
@@ -80,11 +67,7 @@ impl Service {
         let mut members = vec![NewParticipant {
             id: new_id(),
             user_id: user.id.clone(),
-            role: if body.kind == ConversationType::Group {
-                Role::Admin
-            } else {
-                Role::Member
-            },
+            role: if body.kind == ConversationType::Group { Role::Admin } else { Role::Member },
             joined_at_ms: now,
         }];
         members.extend(others.into_iter().map(|user_id| NewParticipant {
@@ -106,10 +89,7 @@ impl Service {
             })
             .await?;
         let conversation = self.get_conversation(user, &stored.value).await?;
-        Ok(Upserted {
-            value: conversation,
-            created: stored.created,
-        })
+        Ok(Upserted { value: conversation, created: stored.created })
     }
 
     async fn check_users_exist(&self, ids: &[String]) -> ServiceResult<()> {
@@ -131,10 +111,7 @@ impl Service {
         if !plausible_id(id) {
             return Err(ServiceError::NotFound);
         }
-        self.store
-            .conversation_for(id, &user.id)
-            .await?
-            .ok_or(ServiceError::NotFound)
+        self.store.conversation_for(id, &user.id).await?.ok_or(ServiceError::NotFound)
     }
 
     /// Any member may rename a group; a direct conversation has no title.
@@ -146,10 +123,7 @@ impl Service {
     ) -> ServiceResult<Conversation> {
         let me = self.access_conversation(user, id).await?;
         if me.kind != ConversationType::Group {
-            return Err(ServiceError::invalid(
-                "title",
-                "a direct conversation has no title",
-            ));
+            return Err(ServiceError::invalid("title", "a direct conversation has no title"));
         }
         let title = validate_title(Some(title))?;
         self.store.rename_conversation(id, &title).await?;
@@ -165,15 +139,10 @@ impl Service {
     ) -> ServiceResult<Conversation> {
         let me = self.access_conversation(user, id).await?;
         if me.kind != ConversationType::Group {
-            return Err(ServiceError::invalid(
-                "user_ids",
-                "a direct conversation has two members",
-            ));
+            return Err(ServiceError::invalid("user_ids", "a direct conversation has two members"));
         }
         if me.role != Role::Admin {
-            return Err(ServiceError::Forbidden(
-                "only a group admin can add members",
-            ));
+            return Err(ServiceError::Forbidden("only a group admin can add members"));
         }
         let current = self.store.participants(id).await?;
         let mut new: Vec<String> = Vec::new();
@@ -184,10 +153,7 @@ impl Service {
             if current.len() + new.len() > self.limits.max_group_members {
                 return Err(ServiceError::invalid(
                     "user_ids",
-                    format!(
-                        "a group has at most {} members",
-                        self.limits.max_group_members
-                    ),
+                    format!("a group has at most {} members", self.limits.max_group_members),
                 ));
             }
         }
@@ -221,9 +187,7 @@ impl Service {
             ));
         }
         if target != user.id && me.role != Role::Admin {
-            return Err(ServiceError::Forbidden(
-                "only a group admin can remove members",
-            ));
+            return Err(ServiceError::Forbidden("only a group admin can remove members"));
         }
         if !plausible_id(target) {
             return Err(ServiceError::NotFound);

@@ -30,10 +30,7 @@ impl Service {
             return Err(ServiceError::invalid("content", "must not be empty"));
         }
         if content.contains('\0') {
-            return Err(ServiceError::invalid(
-                "content",
-                "must not contain NUL characters",
-            ));
+            return Err(ServiceError::invalid("content", "must not contain NUL characters"));
         }
         Ok(())
     }
@@ -109,10 +106,7 @@ impl Service {
             (None, Some(after)) => PageCursor::After(after),
             (Some(before), Some(after)) => PageCursor::Between { after, before },
         };
-        Ok(self
-            .store
-            .messages_page(conversation_id, cursor, limit)
-            .await?)
+        Ok(self.store.messages_page(conversation_id, cursor, limit).await?)
     }
 
     /// The message and the caller's membership of its conversation, or `NotFound` for
@@ -125,14 +119,8 @@ impl Service {
         if !plausible_id(message_id) {
             return Err(ServiceError::NotFound);
         }
-        let message = self
-            .store
-            .message(message_id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        let me = self
-            .access_conversation(user, &message.conversation_id)
-            .await?;
+        let message = self.store.message(message_id).await?.ok_or(ServiceError::NotFound)?;
+        let me = self.access_conversation(user, &message.conversation_id).await?;
         Ok((message, me))
     }
 
@@ -145,18 +133,13 @@ impl Service {
     ) -> ServiceResult<Message> {
         let (message, _) = self.access_message(user, message_id).await?;
         if message.sender_id != user.id {
-            return Err(ServiceError::Forbidden(
-                "only the sender can edit a message",
-            ));
+            return Err(ServiceError::Forbidden("only the sender can edit a message"));
         }
         if message.deleted {
             return Err(ServiceError::Conflict("the message is deleted".into()));
         }
         self.validate_content(content)?;
-        Ok(self
-            .store
-            .update_message_content(message_id, content, now_ms())
-            .await?)
+        Ok(self.store.update_message_content(message_id, content, now_ms()).await?)
     }
 
     /// The sender deletes their message; a group admin deletes any. The content is erased and
@@ -165,9 +148,7 @@ impl Service {
         let (message, me) = self.access_message(user, message_id).await?;
         let is_group_admin = me.kind == ConversationType::Group && me.role == Role::Admin;
         if message.sender_id != user.id && !is_group_admin {
-            return Err(ServiceError::Forbidden(
-                "only the sender or a group admin can delete",
-            ));
+            return Err(ServiceError::Forbidden("only the sender or a group admin can delete"));
         }
         if !message.deleted {
             self.store.tombstone_message(message_id).await?;

@@ -44,10 +44,7 @@ pub enum ServiceError {
 
 impl ServiceError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> ServiceError {
-        ServiceError::Invalid {
-            field,
-            reason: reason.into(),
-        }
+        ServiceError::Invalid { field, reason: reason.into() }
     }
 }
 
@@ -107,10 +104,7 @@ impl Service {
         if !plausible_id(conversation_id) {
             return Err(ServiceError::NotFound);
         }
-        self.store
-            .membership(conversation_id, &user.id)
-            .await?
-            .ok_or(ServiceError::NotFound)
+        self.store.membership(conversation_id, &user.id).await?.ok_or(ServiceError::NotFound)
     }
 
     pub async fn close(&self) {

@@ -44,14 +44,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write_opts = base
-            .clone()
-            .create_if_missing(true)
-            .synchronous(if synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            });
+        let write_opts = base.clone().create_if_missing(true).synchronous(if synchronous_full {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        });
         let mut write_conn = SqliteConnection::connect_with(&write_opts)
             .await
             .with_context(|| format!("open SQLite database {}", path.display()))?;
@@ -66,11 +63,7 @@ impl SqliteStore {
             .await
             .context("open SQLite read pool")?;
         let (writer, task) = Writer::spawn(write_conn);
-        Ok(SqliteStore {
-            writer,
-            writer_task: Mutex::new(Some(task)),
-            read,
-        })
+        Ok(SqliteStore { writer, writer_task: Mutex::new(Some(task)), read })
     }
 
     /// A store on a database URL such as `sqlite://./data/confab.db` or `sqlite:data.db`.
@@ -92,11 +85,7 @@ struct UserRow {
 
 impl From<UserRow> for User {
     fn from(r: UserRow) -> User {
-        User {
-            id: r.id,
-            username: r.username,
-            created_at: from_ms(r.created_at),
-        }
+        User { id: r.id, username: r.username, created_at: from_ms(r.created_at) }
     }
 }
 
@@ -168,19 +157,11 @@ struct ConversationRow {
 }
 
 fn parse_role(s: &str) -> Role {
-    if s == "admin" {
-        Role::Admin
-    } else {
-        Role::Member
-    }
+    if s == "admin" { Role::Admin } else { Role::Member }
 }
 
 fn parse_kind(s: &str) -> ConversationType {
-    if s == "group" {
-        ConversationType::Group
-    } else {
-        ConversationType::Direct
-    }
+    if s == "group" { ConversationType::Group } else { ConversationType::Direct }
 }
 
 /// Conversation rows as `$1` (a user id) sees them, with the unread count computed from that
@@ -249,15 +230,10 @@ impl SqliteStore {
         let mut by_conv: std::collections::HashMap<String, Vec<Participant>> =
             std::collections::HashMap::with_capacity(rows.len());
         for p in participants {
-            by_conv
-                .entry(p.conversation_id.clone())
-                .or_default()
-                .push(p.into());
+            by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
         }
-        let mut last: std::collections::HashMap<String, Message> = last_messages
-            .into_iter()
-            .map(|m| (m.conversation_id.clone(), m.into()))
-            .collect();
+        let mut last: std::collections::HashMap<String, Message> =
+            last_messages.into_iter().map(|m| (m.conversation_id.clone(), m.into())).collect();
         Ok(rows
             .into_iter()
             .map(|r| Conversation {
@@ -328,8 +304,7 @@ impl Store for SqliteStore {
                     .bind(user.created_at_ms)
                     .fetch_optional(&mut *conn)
                     .await?;
-                    row.map(User::from)
-                        .ok_or(StoreError::Conflict("username is taken"))
+                    row.map(User::from).ok_or(StoreError::Conflict("username is taken"))
                 })
             })
             .await
@@ -348,10 +323,7 @@ impl Store for SqliteStore {
         .bind(username_key)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| UserCredentials {
-            user: r.user.into(),
-            password_hash: r.password_hash,
-        }))
+        Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
     }
 
     async fn users_by_prefix(&self, prefix_key: &str, limit: i64) -> StoreResult<Vec<User>> {
@@ -425,10 +397,7 @@ impl Store for SqliteStore {
         .bind(token_hash)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| SessionRecord {
-            user: r.user.into(),
-            expires_at_ms: r.expires_at,
-        }))
+        Ok(row.map(|r| SessionRecord { user: r.user.into(), expires_at_ms: r.expires_at }))
     }
 
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
@@ -457,10 +426,7 @@ impl Store for SqliteStore {
                                 .fetch_optional(&mut *conn)
                                 .await?;
                         if let Some((id,)) = existing {
-                            return Ok(Upserted {
-                                value: id,
-                                created: false,
-                            });
+                            return Ok(Upserted { value: id, created: false });
                         }
                     }
                     sqlx::query(
@@ -477,10 +443,7 @@ impl Store for SqliteStore {
                     .execute(&mut *conn)
                     .await?;
                     insert_members(conn, &conv.id, &conv.members).await?;
-                    Ok(Upserted {
-                        value: conv.id,
-                        created: true,
-                    })
+                    Ok(Upserted { value: conv.id, created: true })
                 })
             })
             .await
@@ -513,17 +476,13 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Conversation>> {
-        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{CONVERSATION_SELECT} AND c.id = $2"
-        )))
-        .bind(user_id)
-        .bind(conversation_id)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(self
-            .assemble(user_id, rows, Some(conversation_id))
-            .await?
-            .pop())
+        let rows: Vec<ConversationRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{CONVERSATION_SELECT} AND c.id = $2")))
+                .bind(user_id)
+                .bind(conversation_id)
+                .fetch_all(&self.read)
+                .await?;
+        Ok(self.assemble(user_id, rows, Some(conversation_id)).await?.pop())
     }
 
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>> {
@@ -606,9 +565,7 @@ impl Store for SqliteStore {
                     .bind(&conv)
                     .fetch_optional(&mut *conn)
                     .await?;
-                    Ok(Removal {
-                        promoted: promoted.map(|(u,)| u),
-                    })
+                    Ok(Removal { promoted: promoted.map(|(u,)| u) })
                 })
             })
             .await

@@ -75,9 +75,7 @@ impl Writer {
             .send(Some(job))
             .await
             .map_err(|_| StoreError::Backend(anyhow!("the database is closed")))?;
-        done_rx
-            .await
-            .map_err(|_| StoreError::Backend(anyhow!("the write was not carried out")))?
+        done_rx.await.map_err(|_| StoreError::Backend(anyhow!("the write was not carried out")))?
     }
 
     /// Asks the writer to commit what is queued and close the connection. Writes sent later
@@ -145,11 +143,7 @@ async fn run_batch(
         }
         let (ok, completion) = job(&mut *conn).await;
         completions.push(completion);
-        let end = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
             failed = Some(anyhow::Error::from(e).context("end savepoint"));
         }
