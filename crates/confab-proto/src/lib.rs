@@ -18,6 +18,16 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// `GET /api/me` answer: the account and its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub share_read_receipts: bool,
+}
+
 /// `POST /api/auth/register` and `POST /api/auth/login` body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
@@ -78,8 +88,12 @@ pub struct Participant {
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
     pub role: Role,
-    /// The highest `seq` this member has marked read (0 before the first read).
+    /// The highest `seq` this member has marked read (0 before the first read, and always 0
+    /// for others when the member does not share read receipts).
     pub last_read_seq: i64,
+    /// The highest `seq` one of this member's devices acknowledged receiving.
+    #[serde(default)]
+    pub last_delivered_seq: i64,
 }
 
 /// A one-to-one (`direct`) or `group` conversation, from the caller's point of view.
@@ -198,6 +212,176 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// One real-time frame, the same on WebSocket, SSE and long-poll:
+/// `{"type": "new_message", "payload": {...}, "cursor": "42"}`.
+///
+/// `cursor` is present on durable events (messages, edits, deletes, membership, receipts):
+/// resume from the last one seen and you get every later durable event once, in order.
+/// Ephemeral events (`typing`, `presence`) carry none and are never replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Frame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl Frame {
+    /// The frame of `event`, with the cursor of a durable event.
+    pub fn new(event: &Event, cursor: Option<String>) -> Frame {
+        match serde_json::to_value(event) {
+            Ok(serde_json::Value::Object(mut map)) => Frame {
+                kind: map
+                    .remove("type")
+                    .and_then(|t| t.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                payload: map.remove("payload").unwrap_or(serde_json::Value::Null),
+                cursor,
+            },
+            // An adjacently tagged enum always serializes to an object.
+            _ => Frame { kind: String::new(), payload: serde_json::Value::Null, cursor },
+        }
+    }
+
+    /// The typed event, for frame types this version knows.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({"type": self.kind, "payload": self.payload}))
+    }
+}
+
+/// Every real-time event, by `type`. Payloads are the REST objects where one exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum Event {
+    /// First frame of a stream: where it starts. Resume from `cursor` to miss nothing.
+    Ready(Ready),
+    NewMessage(Message),
+    MessageUpdated(Message),
+    /// The tombstone: `deleted` is true and `content` empty.
+    MessageDeleted(Message),
+    ConversationCreated(Conversation),
+    ConversationUpdated(Conversation),
+    ParticipantAdded(MembershipChange),
+    ParticipantRemoved(MembershipChange),
+    Read(Receipt),
+    Delivered(Receipt),
+    Typing(Typing),
+    Presence(Presence),
+    /// The cursor cannot be replayed (too old, or unknown): re-sync by REST, then continue
+    /// from the `cursor` given here.
+    ResyncRequired(Resync),
+    /// The answer to a `send` over WebSocket.
+    Ack(Ack),
+    /// A client frame was refused.
+    Error(FrameError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    pub cursor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resync {
+    pub reason: String,
+    pub cursor: String,
+}
+
+/// `participant_added` / `participant_removed`: who, and the conversation as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MembershipChange {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub username: String,
+    /// Who made the change (the member themself when leaving).
+    pub by: String,
+    pub conversation: Conversation,
+}
+
+/// `read` and `delivered`: a participant's watermark moved to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Receipt {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Typing {
+    pub conversation_id: String,
+    pub user_id: String,
+    /// `true` while typing; `false` on stop or when it expired (5 s after the last refresh).
+    pub typing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Presence {
+    pub user_id: String,
+    pub online: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Ack {
+    pub client_id: Option<String>,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FrameError {
+    pub code: String,
+    pub message: String,
+    /// The `client_id` of the refused `send`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// Frames a client sends over WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Typing started (`typing: true`, refresh every few seconds) or stopped.
+    Typing { conversation_id: String, typing: bool },
+    /// This device has received messages up to `seq`.
+    Delivered { conversation_id: String, seq: i64 },
+    /// Sends a message; answered by `ack` (or `error`) carrying the same `client_id`.
+    Send {
+        conversation_id: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// Answered by a `pong` frame; the server also pings at the WebSocket level.
+    Ping,
+}
+
+/// `GET /api/events/poll` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PollResponse {
+    pub events: Vec<Frame>,
+    /// Pass it as `cursor` to the next poll.
+    pub cursor: String,
+}
+
+/// `PATCH /api/me` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateMe {
+    /// Whether others see your read receipts (`read` events, `last_read_seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_read_receipts: Option<bool>,
+}
+
+/// `POST /api/conversations/{id}/typing` body (for clients without a WebSocket).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetTyping {
+    pub typing: bool,
+}
+
 /// `GET /healthz` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -217,6 +401,32 @@ mod tests {
         };
         let json = serde_json::to_value(&body).expect("serializable");
         assert_eq!(json, serde_json::json!({"type": "direct", "participant_ids": ["u1"]}));
+    }
+
+    #[test]
+    fn frames_are_type_and_payload_with_an_optional_cursor() {
+        let event =
+            Event::Read(Receipt { conversation_id: "c".into(), user_id: "u".into(), seq: 3 });
+
+        let frame = Frame::new(&event, Some("42".into()));
+        let json = serde_json::to_value(&frame).expect("serializable");
+
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "read", "payload": {"conversation_id": "c", "user_id": "u", "seq": 3}, "cursor": "42"})
+        );
+        assert_eq!(frame.event().expect("typed"), event);
+    }
+
+    #[test]
+    fn client_frames_parse_from_plain_json() {
+        let frame: ClientFrame = serde_json::from_str(
+            r#"{"type":"typing","payload":{"conversation_id":"c","typing":true}}"#,
+        )
+        .expect("parses");
+        assert_eq!(frame, ClientFrame::Typing { conversation_id: "c".into(), typing: true });
+        let ping: ClientFrame = serde_json::from_str(r#"{"type":"ping"}"#).expect("parses");
+        assert_eq!(ping, ClientFrame::Ping);
     }
 
     #[test]

@@ -5,12 +5,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::realtime::{Hub, HubConfig};
 use crate::service::{Limits, Service};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -25,9 +27,18 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open_url(&config.database_url, config.sqlite_sync_full).await?);
-        let service = Arc::new(Service::new(store, Limits::from(&config)).await?);
+        let (hub, presence) = Hub::new(HubConfig {
+            queue: config.connection_queue,
+            max_connections_per_user: config.max_connections_per_user,
+            presence_grace: Duration::from_millis(config.presence_grace_ms),
+        });
+        let hub = Arc::new(hub);
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open_url(&config.database_url, config.sqlite_sync_full, hub.clone())
+                .await?,
+        );
+        let service = Arc::new(Service::new(store, hub, Limits::from(&config)).await?);
+        service.spawn_background(presence);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;
         let router = api::router(AppState { service: service.clone() }, max_body_bytes);
@@ -48,8 +59,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "confab listening");
+        let hub = self.service.hub().clone();
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Streams and sockets never finish by themselves: end them (WebSockets with
+                // 1012, "restarting") so the in-flight requests can drain.
+                hub.shutdown();
+            })
             .await
             .context("serve");
         self.service.close().await;

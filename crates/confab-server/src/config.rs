@@ -61,6 +61,21 @@ pub struct ServeArgs {
     /// (survives a crash of the process, not of the machine) [default: full]
     #[arg(long, env = "CONFAB_SQLITE_SYNC", value_name = "MODE")]
     pub sqlite_sync: Option<String>,
+    /// Most open real-time connections (sockets, streams, polls) per user [default: 32]
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    pub max_connections_per_user: Option<usize>,
+    /// Frames waiting for one connection before it counts as too slow and is cut [default: 1024]
+    #[arg(long, env = "CONFAB_CONNECTION_QUEUE", value_name = "FRAMES")]
+    pub connection_queue: Option<usize>,
+    /// How long a user stays online after their last connection closed, in ms [default: 5000]
+    #[arg(long, env = "CONFAB_PRESENCE_GRACE_MS", value_name = "MS")]
+    pub presence_grace_ms: Option<u64>,
+    /// Most missed events replayed on resume before asking the client to re-sync [default: 10000]
+    #[arg(long, env = "CONFAB_REPLAY_LIMIT", value_name = "EVENTS")]
+    pub replay_limit: Option<i64>,
+    /// Days the event log is kept for resuming clients [default: 30]
+    #[arg(long, env = "CONFAB_EVENT_RETENTION_DAYS", value_name = "DAYS")]
+    pub event_retention_days: Option<u32>,
     /// Log format: `text` or `json` [default: text]; the level comes from CONFAB_LOG or RUST_LOG
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -79,6 +94,13 @@ impl ServeArgs {
             max_group_members: self.max_group_members.or(file.max_group_members),
             session_days: self.session_days.or(file.session_days),
             sqlite_sync: self.sqlite_sync.or(file.sqlite_sync),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .or(file.max_connections_per_user),
+            connection_queue: self.connection_queue.or(file.connection_queue),
+            presence_grace_ms: self.presence_grace_ms.or(file.presence_grace_ms),
+            replay_limit: self.replay_limit.or(file.replay_limit),
+            event_retention_days: self.event_retention_days.or(file.event_retention_days),
             log_format: self.log_format.or(file.log_format),
         }
     }
@@ -103,6 +125,11 @@ pub struct Config {
     pub session_ttl_ms: i64,
     /// `synchronous=FULL` (true) or `NORMAL` for SQLite.
     pub sqlite_sync_full: bool,
+    pub max_connections_per_user: usize,
+    pub connection_queue: usize,
+    pub presence_grace_ms: u64,
+    pub replay_limit: i64,
+    pub event_retention_ms: i64,
     pub log_format: LogFormat,
 }
 
@@ -148,6 +175,26 @@ impl Config {
             "normal" => false,
             other => bail!("--sqlite-sync: expected `full` or `normal`, got {other:?}"),
         };
+        let max_connections_per_user = args.max_connections_per_user.unwrap_or(32);
+        if !(1..=10_000).contains(&max_connections_per_user) {
+            bail!("--max-connections-per-user: must be between 1 and 10000");
+        }
+        let connection_queue = args.connection_queue.unwrap_or(1024);
+        if !(1..=1_000_000).contains(&connection_queue) {
+            bail!("--connection-queue: must be between 1 and 1000000");
+        }
+        let presence_grace_ms = args.presence_grace_ms.unwrap_or(5000);
+        if presence_grace_ms > 3_600_000 {
+            bail!("--presence-grace-ms: must be at most 3600000");
+        }
+        let replay_limit = args.replay_limit.unwrap_or(10_000);
+        if !(1..=10_000_000).contains(&replay_limit) {
+            bail!("--replay-limit: must be between 1 and 10000000");
+        }
+        let event_retention_days = args.event_retention_days.unwrap_or(30);
+        if !(1..=3650).contains(&event_retention_days) {
+            bail!("--event-retention-days: must be between 1 and 3650");
+        }
         let log_format = match args.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -162,6 +209,11 @@ impl Config {
             max_group_members,
             session_ttl_ms: i64::from(session_days) * 24 * 3600 * 1000,
             sqlite_sync_full,
+            max_connections_per_user,
+            connection_queue,
+            presence_grace_ms,
+            replay_limit,
+            event_retention_ms: i64::from(event_retention_days) * 24 * 3600 * 1000,
             log_format,
         })
     }

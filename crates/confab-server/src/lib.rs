@@ -6,6 +6,7 @@
 //! - `api/`     HTTP handlers, extractors, the JSON error mapping, the OpenAPI document.
 //! - `service/` use cases and permissions (the `access_conversation` gate).
 //! - `store/`   the `Store` trait and its SQLite implementation with a group-commit writer.
+//! - `realtime/` the hub (fan-out), feeds (replay + live), and the WS/SSE/long-poll transports.
 //! - `security/` password hashing and session tokens.
 //!
 //! A request flows `api` → `service` → `store`; nothing flows back up but return values.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod realtime;
 pub mod security;
 pub mod service;
 pub mod store;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use confab_proto::{AuthResponse, Credentials, ErrorBody, User, UserList};
+use confab_proto::{AuthResponse, Credentials, ErrorBody, Me, UserList};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -73,10 +73,10 @@ pub async fn logout(
 /// # `GET /api/me`
 #[utoipa::path(get, path = "/api/me", tag = "accounts", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The signed-in user", body = User),
+        (status = 200, description = "The signed-in user and their settings", body = Me),
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
-pub async fn me(State(app): State<AppState>, user: AuthUser) -> ApiResult<Json<User>> {
+pub async fn me(State(app): State<AppState>, user: AuthUser) -> ApiResult<Json<Me>> {
     Ok(Json(app.service.me(&user).await?))
 }
 

@@ -26,6 +26,8 @@ impl ServiceError {
             ServiceError::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ServiceError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -61,6 +63,8 @@ mod tests {
             (ServiceError::Malformed("x".into()), 400, "invalid_input"),
             (ServiceError::Conflict("x".into()), 409, "conflict"),
             (ServiceError::TooLarge("x".into()), 413, "payload_too_large"),
+            (ServiceError::RateLimited("x".into()), 429, "rate_limited"),
+            (ServiceError::Unavailable("x".into()), 503, "unavailable"),
             (ServiceError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
         ];
         for (error, status, code) in cases {

@@ -63,12 +63,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath
     }
 }
 
-/// The bearer token of `Authorization: Bearer …`, else the session cookie.
-pub fn request_token(parts: &Parts) -> Option<&str> {
+/// The bearer token of `Authorization: Bearer …` (`false`), else the session cookie (`true`).
+pub fn request_token(parts: &Parts) -> Option<(&str, bool)> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| (token.trim(), false));
     }
     parts
         .headers
@@ -78,7 +78,7 @@ pub fn request_token(parts: &Parts) -> Option<&str> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
+        .map(|(_, value)| (value, true))
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -88,9 +88,9 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token =
+        let (token, via_cookie) =
             request_token(parts).ok_or(ServiceError::Unauthenticated("authentication required"))?;
-        app.service.authenticate(token).await
+        app.service.authenticate(token, via_cookie).await
     }
 }
 
@@ -109,13 +109,13 @@ mod tests {
     #[test]
     fn bearer_header_wins_over_the_cookie() {
         let p = parts(&[("authorization", "Bearer abc"), ("cookie", "confab_session=xyz")]);
-        assert_eq!(request_token(&p), Some("abc"));
+        assert_eq!(request_token(&p), Some(("abc", false)));
     }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let p = parts(&[("cookie", "theme=dark; confab_session=xyz; other=1")]);
-        assert_eq!(request_token(&p), Some("xyz"));
+        assert_eq!(request_token(&p), Some(("xyz", true)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod conversations;
 pub mod error;
 pub mod extract;
 mod messages;
+mod realtime;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct AppState {
         (name = "accounts", description = "Register, sign in, users"),
         (name = "conversations", description = "Direct and group conversations"),
         (name = "messages", description = "History, send, edit, delete, read state"),
+        (name = "realtime", description = "WebSocket, SSE and long-poll streams; typing, presence, receipts"),
     )
 )]
 struct ApiDoc;
@@ -77,7 +79,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
-        .routes(routes!(auth::me))
+        .routes(routes!(auth::me, realtime::update_me))
         .routes(routes!(auth::search_users))
         .routes(routes!(conversations::list_conversations, conversations::create_conversation))
         .routes(routes!(conversations::get_conversation, conversations::rename_conversation))
@@ -87,6 +89,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(messages::list_messages, messages::send_message))
         .routes(routes!(messages::edit_message, messages::delete_message))
         .routes(routes!(messages::mark_read))
+        .routes(routes!(realtime::set_typing))
+        .routes(routes!(realtime::mark_delivered))
+        .routes(routes!(realtime::list_presence))
+        .routes(routes!(crate::realtime::ws::websocket))
+        .routes(routes!(crate::realtime::sse::events))
+        .routes(routes!(crate::realtime::poll::poll))
         .split_for_parts();
     let openapi_json: Arc<str> = match openapi.to_json() {
         Ok(json) => json.into(),

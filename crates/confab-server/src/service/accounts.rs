@@ -1,6 +1,6 @@
 //! Accounts and sessions: register, login, logout, authenticate, look up users.
 
-use confab_proto::{AuthResponse, User};
+use confab_proto::{AuthResponse, Me, UpdateMe, User};
 
 use super::{Service, ServiceError, ServiceResult, new_id};
 use crate::security::session::{CachedSession, new_token, token_hash};
@@ -14,6 +14,9 @@ pub struct AuthUser {
     pub username: String,
     /// Which session authenticated the request (logout ends this one).
     pub token_hash: String,
+    /// Authenticated by the browser's session cookie rather than a bearer header: such
+    /// requests need cross-site protection (Origin checks on WebSocket upgrades).
+    pub via_cookie: bool,
 }
 
 /// At most this many users per search.
@@ -97,7 +100,7 @@ impl Service {
     }
 
     /// Resolves a bearer token or cookie value. Cached: no database round trip once warm.
-    pub async fn authenticate(&self, token: &str) -> ServiceResult<AuthUser> {
+    pub async fn authenticate(&self, token: &str, via_cookie: bool) -> ServiceResult<AuthUser> {
         const INVALID: ServiceError = ServiceError::Unauthenticated("invalid or expired session");
         if token.is_empty() || token.len() > 128 {
             return Err(INVALID);
@@ -115,7 +118,12 @@ impl Service {
                 s
             }
         };
-        Ok(AuthUser { id: session.user.id, username: session.user.username, token_hash: hash })
+        Ok(AuthUser {
+            id: session.user.id,
+            username: session.user.username,
+            token_hash: hash,
+            via_cookie,
+        })
     }
 
     /// Ends the session that authenticated `user`'s request; its token stops working at once.
@@ -125,9 +133,19 @@ impl Service {
         Ok(())
     }
 
-    pub async fn me(&self, user: &AuthUser) -> ServiceResult<User> {
-        let mut found = self.store.users_by_ids(std::slice::from_ref(&user.id)).await?;
-        found.pop().ok_or(ServiceError::Unauthenticated("the account no longer exists"))
+    pub async fn me(&self, user: &AuthUser) -> ServiceResult<Me> {
+        self.store
+            .me(&user.id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated("the account no longer exists"))
+    }
+
+    /// Changes the caller's settings; absent fields stay as they are.
+    pub async fn update_me(&self, user: &AuthUser, changes: UpdateMe) -> ServiceResult<Me> {
+        if let Some(share) = changes.share_read_receipts {
+            self.store.set_share_read_receipts(&user.id, share).await?;
+        }
+        self.me(user).await
     }
 
     /// Users whose name starts with `prefix`, ignoring case. Characters that cannot be in a

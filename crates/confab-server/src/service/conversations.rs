@@ -126,7 +126,7 @@ impl Service {
             return Err(ServiceError::invalid("title", "a direct conversation has no title"));
         }
         let title = validate_title(Some(title))?;
-        self.store.rename_conversation(id, &title).await?;
+        self.store.rename_conversation(id, &title, &user.id).await?;
         self.get_conversation(user, id).await
     }
 
@@ -168,7 +168,7 @@ impl Service {
                 joined_at_ms: now,
             })
             .collect();
-        self.store.insert_participants(id, members).await?;
+        self.store.insert_participants(id, members, &user.id).await?;
         self.get_conversation(user, id).await
     }
 
@@ -192,7 +192,7 @@ impl Service {
         if !plausible_id(target) {
             return Err(ServiceError::NotFound);
         }
-        self.store.delete_participant(id, target).await?;
+        self.store.delete_participant(id, target, &user.id).await?;
         Ok(())
     }
 

@@ -7,10 +7,13 @@
 mod accounts;
 mod conversations;
 mod messages;
+mod realtime;
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::realtime::Hub;
+use crate::realtime::typing::TypingState;
 use crate::security::password::Passwords;
 use crate::security::session::SessionCache;
 use crate::store::{Membership, Store, StoreError};
@@ -38,6 +41,11 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    RateLimited(String),
+    /// The server is shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -66,6 +74,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_group_members: usize,
     pub session_ttl_ms: i64,
+    /// Most missed events a stream replays before answering `resync_required`.
+    pub replay_limit: i64,
+    pub event_retention_ms: i64,
 }
 
 impl From<&Config> for Limits {
@@ -74,25 +85,39 @@ impl From<&Config> for Limits {
             max_message_bytes: c.max_message_bytes,
             max_group_members: c.max_group_members,
             session_ttl_ms: c.session_ttl_ms,
+            replay_limit: c.replay_limit,
+            event_retention_ms: c.event_retention_ms,
         }
     }
 }
 
 pub struct Service {
     store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    typing: TypingState,
     passwords: Passwords,
     sessions: SessionCache,
     limits: Limits,
 }
 
 impl Service {
-    pub async fn new(store: Arc<dyn Store>, limits: Limits) -> anyhow::Result<Service> {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        limits: Limits,
+    ) -> anyhow::Result<Service> {
         Ok(Service {
             store,
+            hub,
+            typing: TypingState::default(),
             passwords: Passwords::new().await?,
             sessions: SessionCache::new(100_000),
             limits,
         })
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The gate: the caller's membership of `conversation_id`, or `NotFound`.

@@ -8,8 +8,10 @@
 pub mod sqlite;
 mod writer;
 
+pub use writer::{EventSink, Published};
+
 use async_trait::async_trait;
-use confab_proto::{Conversation, ConversationType, Message, Participant, Role, User};
+use confab_proto::{Conversation, ConversationType, Me, Message, Participant, Role, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +106,22 @@ pub enum PageCursor {
     Between { after: i64, before: i64 },
 }
 
+/// Where the event log stands.
+#[derive(Debug, Clone, Copy)]
+pub struct EventBounds {
+    /// Cursors below this were pruned and cannot be replayed.
+    pub floor: i64,
+    /// The newest event's id (0 when there is none).
+    pub head: i64,
+}
+
+/// A durable event as replayed: its id (the cursor) and its whole frame.
+#[derive(Debug, Clone)]
+pub struct StoredFrame {
+    pub id: i64,
+    pub frame: String,
+}
+
 /// Something that was either created now or found from an earlier identical request.
 #[derive(Debug, Clone)]
 pub struct Upserted<T> {
@@ -127,6 +145,12 @@ pub trait Store: Send + Sync + 'static {
     async fn users_by_prefix(&self, prefix_key: &str, limit: i64) -> StoreResult<Vec<User>>;
     /// The users among `ids` that exist.
     async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<User>>;
+    async fn me(&self, user_id: &str) -> StoreResult<Option<Me>>;
+    async fn set_share_read_receipts(&self, user_id: &str, share: bool) -> StoreResult<()>;
+    async fn set_last_seen(&self, user_id: &str, at_ms: i64) -> StoreResult<()>;
+    async fn last_seen(&self, user_id: &str) -> StoreResult<Option<i64>>;
+    /// Everyone who shares at least one conversation with `user_id` (themself included).
+    async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>>;
 
     // --- sessions
     async fn insert_session(
@@ -141,6 +165,7 @@ pub trait Store: Send + Sync + 'static {
 
     // --- conversations
     /// Creates the conversation, or for a direct one whose `direct_key` exists, returns its id.
+    /// Emits `conversation_created`.
     async fn insert_conversation(&self, conv: NewConversation) -> StoreResult<Upserted<String>>;
     /// `None` when the conversation does not exist or `user_id` is not in it.
     async fn membership(
@@ -157,18 +182,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every conversation of `user_id`, most recent activity first.
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>>;
     async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>>;
-    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> StoreResult<()>;
-    /// Adds members; those already present are left as they are.
+    async fn participant_ids(&self, conversation_id: &str) -> StoreResult<Vec<String>>;
+    /// Emits `conversation_updated`, seen by `actor`.
+    async fn rename_conversation(
+        &self,
+        conversation_id: &str,
+        title: &str,
+        actor: &str,
+    ) -> StoreResult<()>;
+    /// Adds members; those already present are left as they are. Emits `participant_added`
+    /// for each new one.
     async fn insert_participants(
         &self,
         conversation_id: &str,
         members: Vec<NewParticipant>,
+        actor: &str,
     ) -> StoreResult<Vec<String>>;
     /// Removes a member; if no admin would remain, the longest-standing member becomes one.
+    /// Emits `participant_removed` to the members and the removed user.
     async fn delete_participant(
         &self,
         conversation_id: &str,
         user_id: &str,
+        actor: &str,
     ) -> StoreResult<Removal>;
 
     // --- messages
@@ -192,7 +228,30 @@ pub trait Store: Send + Sync + 'static {
     /// Erases the content and marks the message deleted; the row stays so `seq` has no hole.
     async fn tombstone_message(&self, message_id: &str) -> StoreResult<Message>;
     /// Moves the read watermark forward (never back), clamped to the conversation's last seq.
+    /// Emits `read` when it moved: to everyone, or only to the reader if they do not share
+    /// read receipts.
     async fn mark_read(&self, conversation_id: &str, user_id: &str, seq: i64) -> StoreResult<i64>;
+    /// Same for the delivery watermark; emits `delivered` when it moved.
+    async fn mark_delivered(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> StoreResult<i64>;
+
+    // --- event log
+    async fn event_bounds(&self) -> StoreResult<EventBounds>;
+    /// Durable events `user_id` may see with `id > after`, in order, at most `limit`.
+    async fn events_for(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredFrame>>;
+    /// How many such events there are, counting no further than `cap`.
+    async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64>;
+    /// Deletes events created before `before_ms` and raises the floor; returns how many.
+    async fn prune_events(&self, before_ms: i64) -> StoreResult<u64>;
 
     /// Flushes and closes the database. Further calls fail.
     async fn close(&self);

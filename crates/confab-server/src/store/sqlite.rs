@@ -4,23 +4,28 @@
 //! Timestamps are stored as unix milliseconds. Placeholders are `$1, $2, …`, which SQLite and
 //! PostgreSQL both accept, so most statements can be shared by a PostgreSQL store.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use confab_proto::{Conversation, ConversationType, Message, Participant, Role, User};
+use confab_proto::{
+    Conversation, ConversationType, Event, Frame, Me, MembershipChange, Message, Participant,
+    Receipt, Role, User,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, FromRow, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::writer::Writer;
+use super::writer::{EventSink, Published, Tx, Writer};
 use super::{
-    Membership, NewConversation, NewMessage, NewParticipant, NewUser, PageCursor, Removal,
-    SessionRecord, Store, StoreError, StoreResult, Upserted, UserCredentials,
+    EventBounds, Membership, NewConversation, NewMessage, NewParticipant, NewUser, PageCursor,
+    Removal, SessionRecord, Store, StoreError, StoreResult, StoredFrame, Upserted, UserCredentials,
 };
 use crate::time::from_ms;
 
@@ -38,7 +43,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path`, applies migrations and starts the
     /// writer. `synchronous_full` makes each commit survive a power loss, not just a crash.
-    pub async fn open(path: &Path, synchronous_full: bool) -> anyhow::Result<SqliteStore> {
+    pub async fn open(
+        path: &Path,
+        synchronous_full: bool,
+        sink: Arc<dyn EventSink>,
+    ) -> anyhow::Result<SqliteStore> {
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -62,15 +71,19 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .context("open SQLite read pool")?;
-        let (writer, task) = Writer::spawn(write_conn);
+        let (writer, task) = Writer::spawn(write_conn, sink);
         Ok(SqliteStore { writer, writer_task: Mutex::new(Some(task)), read })
     }
 
     /// A store on a database URL such as `sqlite://./data/confab.db` or `sqlite:data.db`.
-    pub async fn open_url(url: &str, synchronous_full: bool) -> anyhow::Result<SqliteStore> {
+    pub async fn open_url(
+        url: &str,
+        synchronous_full: bool,
+        sink: Arc<dyn EventSink>,
+    ) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url).with_context(|| format!("parse {url}"))?;
         let path = opts.get_filename().to_path_buf();
-        SqliteStore::open(&path, synchronous_full).await
+        SqliteStore::open(&path, synchronous_full, sink).await
     }
 }
 
@@ -130,6 +143,7 @@ struct ParticipantRow {
     joined_at: i64,
     role: String,
     last_read_seq: i64,
+    last_delivered_seq: i64,
 }
 
 impl From<ParticipantRow> for Participant {
@@ -140,6 +154,7 @@ impl From<ParticipantRow> for Participant {
             joined_at: from_ms(r.joined_at),
             role: parse_role(&r.role),
             last_read_seq: r.last_read_seq,
+            last_delivered_seq: r.last_delivered_seq,
         }
     }
 }
@@ -174,81 +189,95 @@ const CONVERSATION_SELECT: &str = "
       FROM participants p JOIN conversations c ON c.id = p.conversation_id
      WHERE p.user_id = $1";
 
+/// Participants as `$1` sees them: the read watermark of someone who does not share read
+/// receipts shows as 0 to everyone else.
 const PARTICIPANT_SELECT: &str = "
-    SELECT p.conversation_id, p.user_id, u.username, p.joined_at, p.role, p.last_read_seq
+    SELECT p.conversation_id, p.user_id, u.username, p.joined_at, p.role,
+           CASE WHEN u.share_read_receipts = 1 OR u.id = $1 THEN p.last_read_seq ELSE 0 END
+               AS last_read_seq,
+           p.last_delivered_seq
       FROM participants p JOIN users u ON u.id = p.user_id";
 
-impl SqliteStore {
-    /// Joins conversation rows with their participants and last messages: three queries in
-    /// all, whatever the number of conversations.
-    async fn assemble(
-        &self,
-        user_id: &str,
-        rows: Vec<ConversationRow>,
-        only: Option<&str>,
-    ) -> StoreResult<Vec<Conversation>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (participants, last_messages): (Vec<ParticipantRow>, Vec<MessageRow>) = match only {
-            Some(id) => (
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{PARTICIPANT_SELECT} WHERE p.conversation_id = $1 ORDER BY p.joined_at, p.id"
-                )))
+/// Conversations as `viewer` sees them (all of theirs, or `only` one), with participants and
+/// last messages: three queries in all, whatever the number of conversations.
+async fn conversations_on(
+    conn: &mut SqliteConnection,
+    viewer: &str,
+    only: Option<&str>,
+) -> StoreResult<Vec<Conversation>> {
+    let rows: Vec<ConversationRow> = match only {
+        Some(id) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{CONVERSATION_SELECT} AND c.id = $2")))
+                .bind(viewer)
                 .bind(id)
-                .fetch_all(&self.read)
-                .await?,
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = $1
-                       AND m.seq = (SELECT last_seq FROM conversations WHERE id = $1)"
-                )))
-                .bind(id)
-                .fetch_all(&self.read)
-                .await?,
-            ),
-            None => (
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{PARTICIPANT_SELECT} WHERE p.conversation_id IN
-                        (SELECT conversation_id FROM participants WHERE user_id = $1)
-                     ORDER BY p.joined_at, p.id"
-                )))
-                .bind(user_id)
-                .fetch_all(&self.read)
-                .await?,
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT m.{} FROM participants p
-                       JOIN conversations c ON c.id = p.conversation_id
-                       JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
-                      WHERE p.user_id = $1",
-                    MESSAGE_COLUMNS.replace(", ", ", m.")
-                )))
-                .bind(user_id)
-                .fetch_all(&self.read)
-                .await?,
-            ),
-        };
-        let mut by_conv: std::collections::HashMap<String, Vec<Participant>> =
-            std::collections::HashMap::with_capacity(rows.len());
-        for p in participants {
-            by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
+                .fetch_all(&mut *conn)
+                .await?
         }
-        let mut last: std::collections::HashMap<String, Message> =
-            last_messages.into_iter().map(|m| (m.conversation_id.clone(), m.into())).collect();
-        Ok(rows
-            .into_iter()
-            .map(|r| Conversation {
-                participants: by_conv.remove(&r.id).unwrap_or_default(),
-                last_message: last.remove(&r.id),
-                kind: parse_kind(&r.kind),
-                title: r.title,
-                created_at: from_ms(r.created_at),
-                unread_count: r.unread_count,
-                last_seq: r.last_seq,
-                last_activity_at: from_ms(r.last_activity_at),
-                id: r.id,
-            })
-            .collect())
+        None => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{CONVERSATION_SELECT} ORDER BY c.last_activity_at DESC, c.id DESC"
+            )))
+            .bind(viewer)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
+    // With `only`, `$2` narrows both queries to one conversation; otherwise it is unused.
+    let scope = if only.is_some() {
+        "p.conversation_id = $2"
+    } else {
+        "p.conversation_id IN (SELECT conversation_id FROM participants WHERE user_id = $1)"
+    };
+    let participants: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{PARTICIPANT_SELECT} WHERE {scope} ORDER BY p.joined_at, p.id"
+    )))
+    .bind(viewer)
+    .bind(only.unwrap_or_default())
+    .fetch_all(&mut *conn)
+    .await?;
+    let last_messages: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM participants p
+           JOIN conversations c ON c.id = p.conversation_id
+           JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+          WHERE p.user_id = $1 AND ($2 = '' OR p.conversation_id = $2)",
+        MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+    )))
+    .bind(viewer)
+    .bind(only.unwrap_or_default())
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut by_conv: HashMap<String, Vec<Participant>> = HashMap::with_capacity(rows.len());
+    for p in participants {
+        by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
+    }
+    let mut last: HashMap<String, Message> =
+        last_messages.into_iter().map(|m| (m.conversation_id.clone(), m.into())).collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| Conversation {
+            participants: by_conv.remove(&r.id).unwrap_or_default(),
+            last_message: last.remove(&r.id),
+            kind: parse_kind(&r.kind),
+            title: r.title,
+            created_at: from_ms(r.created_at),
+            unread_count: r.unread_count,
+            last_seq: r.last_seq,
+            last_activity_at: from_ms(r.last_activity_at),
+            id: r.id,
+        })
+        .collect())
+}
+
+async fn conversation_on(
+    conn: &mut SqliteConnection,
+    conversation_id: &str,
+    viewer: &str,
+) -> StoreResult<Conversation> {
+    conversations_on(conn, viewer, Some(conversation_id)).await?.pop().ok_or(StoreError::NotFound)
 }
 
 async fn insert_members(
@@ -276,6 +305,24 @@ async fn insert_members(
     Ok(added)
 }
 
+/// Opens a replay span: `user_id` sees the conversation's events from `from_event` on.
+async fn open_membership(
+    conn: &mut SqliteConnection,
+    conversation_id: &str,
+    user_id: &str,
+    from_event: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO memberships (conversation_id, user_id, from_event) VALUES ($1, $2, $3)",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(from_event)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn message_on(conn: &mut SqliteConnection, message_id: &str) -> StoreResult<Message> {
     let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
@@ -286,11 +333,71 @@ async fn message_on(conn: &mut SqliteConnection, message_id: &str) -> StoreResul
     row.map(Message::from).ok_or(StoreError::NotFound)
 }
 
+/// Who receives an event.
+enum Audience<'a> {
+    /// The conversation's members at commit time.
+    Members,
+    /// The members and one more user (someone just removed).
+    MembersAnd(&'a str),
+    /// One user only.
+    Only(&'a str),
+}
+
+/// The whole frame of a stored event, built from its parts without re-serializing.
+fn frame_text(kind: &str, payload: &str, id: i64) -> String {
+    format!(r#"{{"type":"{kind}","payload":{payload},"cursor":"{id}"}}"#)
+}
+
+/// Appends `event` to the log in the current transaction and queues it for delivery after the
+/// commit. `ref_id` names the message whose content the payload holds (to erase on delete).
+async fn emit(
+    tx: &mut Tx,
+    conversation_id: &str,
+    event: &Event,
+    ref_id: Option<&str>,
+    audience: Audience<'_>,
+) -> StoreResult<i64> {
+    let frame = Frame::new(event, None);
+    let payload = serde_json::to_string(&frame.payload).context("encode event payload")?;
+    let only = match audience {
+        Audience::Only(user) => Some(user),
+        _ => None,
+    };
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(conversation_id)
+    .bind(&frame.kind)
+    .bind(ref_id)
+    .bind(only)
+    .bind(&payload)
+    .bind(crate::time::now_ms())
+    .fetch_one(&mut tx.conn)
+    .await?;
+    let mut recipients = match audience {
+        Audience::Only(user) => vec![user.to_owned()],
+        Audience::Members | Audience::MembersAnd(_) => {
+            sqlx::query_scalar("SELECT user_id FROM participants WHERE conversation_id = $1")
+                .bind(conversation_id)
+                .fetch_all(&mut tx.conn)
+                .await?
+        }
+    };
+    if let Audience::MembersAnd(extra) = audience
+        && !recipients.iter().any(|r| r == extra)
+    {
+        recipients.push(extra.to_owned());
+    }
+    tx.emit(Published { id, recipients, frame: frame_text(&frame.kind, &payload, id) });
+    Ok(id)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_user(&self, user: NewUser) -> StoreResult<User> {
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     let row: Option<UserRow> = sqlx::query_as(
                         "INSERT INTO users (id, username, username_key, password_hash, created_at)
@@ -302,7 +409,7 @@ impl Store for SqliteStore {
                     .bind(&user.username_key)
                     .bind(&user.password_hash)
                     .bind(user.created_at_ms)
-                    .fetch_optional(&mut *conn)
+                    .fetch_optional(&mut tx.conn)
                     .await?;
                     row.map(User::from).ok_or(StoreError::Conflict("username is taken"))
                 })
@@ -356,6 +463,73 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(User::from).collect())
     }
 
+    async fn me(&self, user_id: &str) -> StoreResult<Option<Me>> {
+        let row: Option<(String, String, i64, bool)> = sqlx::query_as(
+            "SELECT id, username, created_at, share_read_receipts FROM users WHERE id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|(id, username, created_at, share_read_receipts)| Me {
+            id,
+            username,
+            created_at: from_ms(created_at),
+            share_read_receipts,
+        }))
+    }
+
+    async fn set_share_read_receipts(&self, user_id: &str, share: bool) -> StoreResult<()> {
+        let user = user_id.to_owned();
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE users SET share_read_receipts = $2 WHERE id = $1")
+                        .bind(&user)
+                        .bind(share)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn set_last_seen(&self, user_id: &str, at_ms: i64) -> StoreResult<()> {
+        let user = user_id.to_owned();
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE users SET last_seen_at = $2 WHERE id = $1")
+                        .bind(&user)
+                        .bind(at_ms)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn last_seen(&self, user_id: &str) -> StoreResult<Option<i64>> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT last_seen_at FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.and_then(|(at,)| at))
+    }
+
+    async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id FROM participants mine
+               JOIN participants other ON other.conversation_id = mine.conversation_id
+              WHERE mine.user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     async fn insert_session(
         &self,
         token_hash: &str,
@@ -365,7 +539,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (token_hash, user_id) = (token_hash.to_owned(), user_id.to_owned());
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)
@@ -375,7 +549,7 @@ impl Store for SqliteStore {
                     .bind(&user_id)
                     .bind(created_at_ms)
                     .bind(expires_at_ms)
-                    .execute(&mut *conn)
+                    .execute(&mut tx.conn)
                     .await?;
                     Ok(())
                 })
@@ -403,11 +577,11 @@ impl Store for SqliteStore {
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
         let token_hash = token_hash.to_owned();
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                         .bind(&token_hash)
-                        .execute(&mut *conn)
+                        .execute(&mut tx.conn)
                         .await?;
                     Ok(())
                 })
@@ -417,13 +591,13 @@ impl Store for SqliteStore {
 
     async fn insert_conversation(&self, conv: NewConversation) -> StoreResult<Upserted<String>> {
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     if let Some(key) = &conv.direct_key {
                         let existing: Option<(String,)> =
                             sqlx::query_as("SELECT id FROM conversations WHERE direct_key = $1")
                                 .bind(key)
-                                .fetch_optional(&mut *conn)
+                                .fetch_optional(&mut tx.conn)
                                 .await?;
                         if let Some((id,)) = existing {
                             return Ok(Upserted { value: id, created: false });
@@ -440,9 +614,16 @@ impl Store for SqliteStore {
                     .bind(conv.created_at_ms)
                     .bind(&conv.created_by)
                     .bind(&conv.direct_key)
-                    .execute(&mut *conn)
+                    .execute(&mut tx.conn)
                     .await?;
-                    insert_members(conn, &conv.id, &conv.members).await?;
+                    let added = insert_members(&mut tx.conn, &conv.id, &conv.members).await?;
+                    let snapshot =
+                        conversation_on(&mut tx.conn, &conv.id, &conv.created_by).await?;
+                    let event = Event::ConversationCreated(snapshot);
+                    let at = emit(tx, &conv.id, &event, None, Audience::Members).await?;
+                    for user in &added {
+                        open_membership(&mut tx.conn, &conv.id, user, at).await?;
+                    }
                     Ok(Upserted { value: conv.id, created: true })
                 })
             })
@@ -476,48 +657,55 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Conversation>> {
-        let rows: Vec<ConversationRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("{CONVERSATION_SELECT} AND c.id = $2")))
-                .bind(user_id)
-                .bind(conversation_id)
-                .fetch_all(&self.read)
-                .await?;
-        Ok(self.assemble(user_id, rows, Some(conversation_id)).await?.pop())
+        let mut conn = self.read.acquire().await?;
+        Ok(conversations_on(&mut conn, user_id, Some(conversation_id)).await?.pop())
     }
 
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>> {
-        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{CONVERSATION_SELECT} ORDER BY c.last_activity_at DESC, c.id DESC"
-        )))
-        .bind(user_id)
-        .fetch_all(&self.read)
-        .await?;
-        self.assemble(user_id, rows, None).await
+        let mut conn = self.read.acquire().await?;
+        conversations_on(&mut conn, user_id, None).await
     }
 
     async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>> {
         let rows: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{PARTICIPANT_SELECT} WHERE p.conversation_id = $1 ORDER BY p.joined_at, p.id"
+            "{PARTICIPANT_SELECT} WHERE p.conversation_id = $2 ORDER BY p.joined_at, p.id"
         )))
+        .bind("")
         .bind(conversation_id)
         .fetch_all(&self.read)
         .await?;
         Ok(rows.into_iter().map(Participant::from).collect())
     }
 
-    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> StoreResult<()> {
-        let (id, title) = (conversation_id.to_owned(), title.to_owned());
+    async fn participant_ids(&self, conversation_id: &str) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM participants WHERE conversation_id = $1")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn rename_conversation(
+        &self,
+        conversation_id: &str,
+        title: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let (id, title, actor) = (conversation_id.to_owned(), title.to_owned(), actor.to_owned());
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     let done = sqlx::query("UPDATE conversations SET title = $2 WHERE id = $1")
                         .bind(&id)
                         .bind(&title)
-                        .execute(&mut *conn)
+                        .execute(&mut tx.conn)
                         .await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
+                    let snapshot = conversation_on(&mut tx.conn, &id, &actor).await?;
+                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                    let event = Event::ConversationUpdated(snapshot);
+                    emit(tx, &id, &event, last.as_deref(), Audience::Members).await?;
                     Ok(())
                 })
             })
@@ -528,10 +716,38 @@ impl Store for SqliteStore {
         &self,
         conversation_id: &str,
         members: Vec<NewParticipant>,
+        actor: &str,
     ) -> StoreResult<Vec<String>> {
-        let id = conversation_id.to_owned();
+        let (id, actor) = (conversation_id.to_owned(), actor.to_owned());
         self.writer
-            .write(move |conn| Box::pin(async move { insert_members(conn, &id, &members).await }))
+            .write(move |tx| {
+                Box::pin(async move {
+                    let added = insert_members(&mut tx.conn, &id, &members).await?;
+                    if added.is_empty() {
+                        return Ok(added);
+                    }
+                    let snapshot = conversation_on(&mut tx.conn, &id, &actor).await?;
+                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                    for user in &added {
+                        let username = snapshot
+                            .participants
+                            .iter()
+                            .find(|p| &p.user_id == user)
+                            .map(|p| p.username.clone())
+                            .unwrap_or_default();
+                        let event = Event::ParticipantAdded(MembershipChange {
+                            conversation_id: id.clone(),
+                            user_id: user.clone(),
+                            username,
+                            by: actor.clone(),
+                            conversation: snapshot.clone(),
+                        });
+                        let at = emit(tx, &id, &event, last.as_deref(), Audience::Members).await?;
+                        open_membership(&mut tx.conn, &id, user, at).await?;
+                    }
+                    Ok(added)
+                })
+            })
             .await
     }
 
@@ -539,22 +755,28 @@ impl Store for SqliteStore {
         &self,
         conversation_id: &str,
         user_id: &str,
+        actor: &str,
     ) -> StoreResult<Removal> {
-        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        let (conv, user, actor) =
+            (conversation_id.to_owned(), user_id.to_owned(), actor.to_owned());
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
-                    let done = sqlx::query(
-                        "DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2",
+                    let username: Option<String> = sqlx::query_scalar(
+                        "SELECT u.username FROM participants p JOIN users u ON u.id = p.user_id
+                          WHERE p.conversation_id = $1 AND p.user_id = $2",
                     )
                     .bind(&conv)
                     .bind(&user)
-                    .execute(&mut *conn)
+                    .fetch_optional(&mut tx.conn)
                     .await?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    let promoted: Option<(String,)> = sqlx::query_as(
+                    let username = username.ok_or(StoreError::NotFound)?;
+                    sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
+                        .bind(&conv)
+                        .bind(&user)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    let promoted: Option<String> = sqlx::query_scalar(
                         "UPDATE participants SET role = 'admin'
                           WHERE id = (SELECT id FROM participants WHERE conversation_id = $1
                                        ORDER BY joined_at, id LIMIT 1)
@@ -563,9 +785,47 @@ impl Store for SqliteStore {
                           RETURNING user_id",
                     )
                     .bind(&conv)
-                    .fetch_optional(&mut *conn)
+                    .fetch_optional(&mut tx.conn)
                     .await?;
-                    Ok(Removal { promoted: promoted.map(|(u,)| u) })
+                    // The snapshot is seen by the remover, or by a remaining member when the
+                    // last one left (then nobody but the leaver receives it).
+                    let mut snapshot = match conversation_on(&mut tx.conn, &conv, &actor).await {
+                        Ok(c) => c,
+                        Err(StoreError::NotFound) => {
+                            let viewer: Option<String> = sqlx::query_scalar(
+                                "SELECT user_id FROM participants WHERE conversation_id = $1 LIMIT 1",
+                            )
+                            .bind(&conv)
+                            .fetch_optional(&mut tx.conn)
+                            .await?;
+                            match viewer {
+                                Some(v) => conversation_on(&mut tx.conn, &conv, &v).await?,
+                                None => empty_conversation(&mut tx.conn, &conv).await?,
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    snapshot.unread_count = 0;
+                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                    let event = Event::ParticipantRemoved(MembershipChange {
+                        conversation_id: conv.clone(),
+                        user_id: user.clone(),
+                        username,
+                        by: actor.clone(),
+                        conversation: snapshot,
+                    });
+                    let at =
+                        emit(tx, &conv, &event, last.as_deref(), Audience::MembersAnd(&user)).await?;
+                    sqlx::query(
+                        "UPDATE memberships SET to_event = $3
+                          WHERE conversation_id = $1 AND user_id = $2 AND to_event IS NULL",
+                    )
+                    .bind(&conv)
+                    .bind(&user)
+                    .bind(at)
+                    .execute(&mut tx.conn)
+                    .await?;
+                    Ok(Removal { promoted })
                 })
             })
             .await
@@ -573,7 +833,7 @@ impl Store for SqliteStore {
 
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>> {
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     if let Some(client_id) = &msg.client_id {
                         let first: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -583,7 +843,7 @@ impl Store for SqliteStore {
                         .bind(&msg.conversation_id)
                         .bind(&msg.sender_id)
                         .bind(client_id)
-                        .fetch_optional(&mut *conn)
+                        .fetch_optional(&mut tx.conn)
                         .await?;
                         if let Some(first) = first {
                             return Ok(Upserted { value: first.into(), created: false });
@@ -596,7 +856,7 @@ impl Store for SqliteStore {
                     )
                     .bind(&msg.conversation_id)
                     .bind(msg.created_at_ms)
-                    .fetch_optional(&mut *conn)
+                    .fetch_optional(&mut tx.conn)
                     .await?
                     .ok_or(StoreError::NotFound)?;
                     let row: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -612,7 +872,7 @@ impl Store for SqliteStore {
                     .bind(seq)
                     .bind(&msg.client_id)
                     .bind(&msg.reply_to)
-                    .fetch_one(&mut *conn)
+                    .fetch_one(&mut tx.conn)
                     .await?;
                     // Your own message is read by you.
                     sqlx::query(
@@ -622,9 +882,13 @@ impl Store for SqliteStore {
                     .bind(&msg.conversation_id)
                     .bind(&msg.sender_id)
                     .bind(seq)
-                    .execute(&mut *conn)
+                    .execute(&mut tx.conn)
                     .await?;
-                    Ok(Upserted { value: row.into(), created: true })
+                    let message = Message::from(row);
+                    let event = Event::NewMessage(message.clone());
+                    emit(tx, &msg.conversation_id, &event, Some(&message.id), Audience::Members)
+                        .await?;
+                    Ok(Upserted { value: message, created: true })
                 })
             })
             .await
@@ -681,7 +945,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Message> {
         let (id, content) = (message_id.to_owned(), content.to_owned());
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "UPDATE messages SET content = $2, edited_at = $3 WHERE id = $1 AND deleted = 0",
@@ -689,13 +953,16 @@ impl Store for SqliteStore {
                     .bind(&id)
                     .bind(&content)
                     .bind(edited_at_ms)
-                    .execute(&mut *conn)
+                    .execute(&mut tx.conn)
                     .await?;
                     if done.rows_affected() == 0 {
                         // Deleted between the service's check and now, or gone.
                         return Err(StoreError::Conflict("message is deleted"));
                     }
-                    message_on(conn, &id).await
+                    let message = message_on(&mut tx.conn, &id).await?;
+                    let event = Event::MessageUpdated(message.clone());
+                    emit(tx, &message.conversation_id, &event, Some(&id), Audience::Members).await?;
+                    Ok(message)
                 })
             })
             .await
@@ -704,38 +971,130 @@ impl Store for SqliteStore {
     async fn tombstone_message(&self, message_id: &str) -> StoreResult<Message> {
         let id = message_id.to_owned();
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
-                    // The content is overwritten, not just flagged: deleted text leaves the
-                    // database (the WAL and freed pages are reused on the next checkpoint).
+                    // The content is overwritten, not just flagged, here and in every event
+                    // that carried it: deleted text leaves the database.
                     sqlx::query("UPDATE messages SET content = '', deleted = 1 WHERE id = $1")
                         .bind(&id)
-                        .execute(&mut *conn)
+                        .execute(&mut tx.conn)
                         .await?;
-                    message_on(conn, &id).await
+                    sqlx::query(
+                        "UPDATE events SET payload = CASE
+                            WHEN type IN ('new_message', 'message_updated') THEN
+                                json_set(payload, '$.content', '', '$.deleted', json('true'))
+                            WHEN type IN ('conversation_created', 'conversation_updated') THEN
+                                json_set(payload, '$.last_message.content', '',
+                                         '$.last_message.deleted', json('true'))
+                            WHEN type IN ('participant_added', 'participant_removed') THEN
+                                json_set(payload, '$.conversation.last_message.content', '',
+                                         '$.conversation.last_message.deleted', json('true'))
+                            ELSE payload END
+                          WHERE ref_id = $1",
+                    )
+                    .bind(&id)
+                    .execute(&mut tx.conn)
+                    .await?;
+                    let message = message_on(&mut tx.conn, &id).await?;
+                    let event = Event::MessageDeleted(message.clone());
+                    emit(tx, &message.conversation_id, &event, None, Audience::Members).await?;
+                    Ok(message)
                 })
             })
             .await
     }
 
     async fn mark_read(&self, conversation_id: &str, user_id: &str, seq: i64) -> StoreResult<i64> {
-        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        self.move_watermark(conversation_id, user_id, seq, Watermark::Read).await
+    }
+
+    async fn mark_delivered(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> StoreResult<i64> {
+        self.move_watermark(conversation_id, user_id, seq, Watermark::Delivered).await
+    }
+
+    async fn event_bounds(&self) -> StoreResult<EventBounds> {
+        let (floor, head): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT floor FROM event_floor WHERE id = 1),
+                    COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(EventBounds { floor, head })
+    }
+
+    async fn events_for(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredFrame>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT e.id, e.type, e.payload FROM memberships s
+               JOIN events e ON e.conversation_id = s.conversation_id
+              WHERE s.user_id = $1 AND (s.to_event IS NULL OR s.to_event > $2)
+                AND e.id > $2 AND e.id >= s.from_event
+                AND (s.to_event IS NULL OR e.id <= s.to_event)
+                AND (e.audience IS NULL OR e.audience = $1)
+              ORDER BY e.id LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, payload)| StoredFrame { id, frame: frame_text(&kind, &payload, id) })
+            .collect())
+    }
+
+    async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
+               JOIN events e ON e.conversation_id = s.conversation_id
+              WHERE s.user_id = $1 AND (s.to_event IS NULL OR s.to_event > $2)
+                AND e.id > $2 AND e.id >= s.from_event
+                AND (s.to_event IS NULL OR e.id <= s.to_event)
+                AND (e.audience IS NULL OR e.audience = $1)
+              LIMIT $3)",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(cap)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    async fn prune_events(&self, before_ms: i64) -> StoreResult<u64> {
         self.writer
-            .write(move |conn| {
+            .write(move |tx| {
                 Box::pin(async move {
-                    let row: Option<(i64,)> = sqlx::query_as(
-                        "UPDATE participants
-                            SET last_read_seq = MAX(last_read_seq,
-                                MIN($3, (SELECT last_seq FROM conversations WHERE id = $1)))
-                          WHERE conversation_id = $1 AND user_id = $2
-                          RETURNING last_read_seq",
+                    let newest_pruned: Option<i64> =
+                        sqlx::query_scalar("SELECT MAX(id) FROM events WHERE created_at < $1")
+                            .bind(before_ms)
+                            .fetch_one(&mut tx.conn)
+                            .await?;
+                    let Some(newest) = newest_pruned else { return Ok(0) };
+                    let done = sqlx::query("DELETE FROM events WHERE id <= $1")
+                        .bind(newest)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    sqlx::query("UPDATE event_floor SET floor = MAX(floor, $1) WHERE id = 1")
+                        .bind(newest)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    sqlx::query(
+                        "DELETE FROM memberships WHERE to_event IS NOT NULL AND to_event <= $1",
                     )
-                    .bind(&conv)
-                    .bind(&user)
-                    .bind(seq)
-                    .fetch_optional(&mut *conn)
+                    .bind(newest)
+                    .execute(&mut tx.conn)
                     .await?;
-                    row.map(|(s,)| s).ok_or(StoreError::NotFound)
+                    Ok(done.rows_affected())
                 })
             })
             .await
@@ -750,4 +1109,96 @@ impl Store for SqliteStore {
         }
         self.read.close().await;
     }
+}
+
+#[derive(Clone, Copy)]
+enum Watermark {
+    Read,
+    Delivered,
+}
+
+impl SqliteStore {
+    /// Moves a participant's read or delivered watermark forward (never back, never past the
+    /// last message) and emits the receipt when it moved.
+    async fn move_watermark(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+        which: Watermark,
+    ) -> StoreResult<i64> {
+        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    let column = match which {
+                        Watermark::Read => "last_read_seq",
+                        Watermark::Delivered => "last_delivered_seq",
+                    };
+                    let before: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT {column} FROM participants WHERE conversation_id = $1 AND user_id = $2"
+                    )))
+                    .bind(&conv)
+                    .bind(&user)
+                    .fetch_optional(&mut tx.conn)
+                    .await?;
+                    let before = before.ok_or(StoreError::NotFound)?;
+                    let (after,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "UPDATE participants
+                            SET {column} = MAX({column},
+                                MIN($3, (SELECT last_seq FROM conversations WHERE id = $1)))
+                          WHERE conversation_id = $1 AND user_id = $2
+                          RETURNING {column}"
+                    )))
+                    .bind(&conv)
+                    .bind(&user)
+                    .bind(seq)
+                    .fetch_one(&mut tx.conn)
+                    .await?;
+                    if after > before {
+                        let receipt =
+                            Receipt { conversation_id: conv.clone(), user_id: user.clone(), seq: after };
+                        let (event, audience) = match which {
+                            Watermark::Read => {
+                                let shares: bool = sqlx::query_scalar(
+                                    "SELECT share_read_receipts FROM users WHERE id = $1",
+                                )
+                                .bind(&user)
+                                .fetch_one(&mut tx.conn)
+                                .await?;
+                                let audience =
+                                    if shares { Audience::Members } else { Audience::Only(&user) };
+                                (Event::Read(receipt), audience)
+                            }
+                            Watermark::Delivered => (Event::Delivered(receipt), Audience::Members),
+                        };
+                        emit(tx, &conv, &event, None, audience).await?;
+                    }
+                    Ok(after)
+                })
+            })
+            .await
+    }
+}
+
+/// A conversation nobody is in any more, for the event of its last member leaving.
+async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResult<Conversation> {
+    let row: Option<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT type, title, created_at, last_seq, last_activity_at FROM conversations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (kind, title, created_at, last_seq, last_activity_at) = row.ok_or(StoreError::NotFound)?;
+    Ok(Conversation {
+        id: id.to_owned(),
+        kind: parse_kind(&kind),
+        title,
+        created_at: from_ms(created_at),
+        participants: Vec::new(),
+        last_message: None,
+        unread_count: 0,
+        last_seq,
+        last_activity_at: from_ms(last_activity_at),
+    })
 }

@@ -6,9 +6,15 @@
 //! `BEGIN IMMEDIATE` transaction, each under its own savepoint so a failing job does not undo
 //! its neighbours, and commits once: one fsync covers the whole batch. Nobody is answered
 //! before the commit is durable.
+//!
+//! Jobs record the real-time events of their changes in the same transaction (`Tx::emit`).
+//! After the commit the writer hands them to the [`EventSink`] in id order, before answering
+//! anyone: live delivery follows commit order, and a client that saw its own write's answer
+//! can rely on the event having been published.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use sqlx::{Connection, SqliteConnection};
@@ -18,11 +24,39 @@ use super::{StoreError, StoreResult};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A committed durable event, ready for delivery.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The event's position: its resume cursor.
+    pub id: i64,
+    /// The users whose connections receive it.
+    pub recipients: Vec<String>,
+    /// The whole frame, `{"type", "payload", "cursor"}`, serialized once for everyone.
+    pub frame: String,
+}
+
+/// Where committed events go (the real-time hub).
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, events: Vec<Published>);
+}
+
+/// The open write transaction a job works in.
+pub struct Tx {
+    pub conn: SqliteConnection,
+    events: Vec<Published>,
+}
+
+impl Tx {
+    /// Queues an event stored by this transaction for delivery after the commit.
+    pub fn emit(&mut self, event: Published) {
+        self.events.push(event);
+    }
+}
+
 /// Delivers a job's result once the batch's commit outcome is known.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A job runs against the open transaction and says whether it succeeded.
-type Job =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
+type Job = Box<dyn for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, (bool, Completion)> + Send>;
 
 /// Most jobs in one transaction: bounds the latency a batch adds to its first job.
 const MAX_BATCH: usize = 256;
@@ -40,9 +74,12 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task on `conn`. The task ends, closing the connection, after
     /// [`Writer::close`] or when every `Writer` clone is dropped; the handle resolves then.
-    pub fn spawn(conn: SqliteConnection) -> (Writer, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        conn: SqliteConnection,
+        sink: Arc<dyn EventSink>,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = tokio::spawn(run(conn, rx));
+        let handle = tokio::spawn(run(Tx { conn, events: Vec::new() }, sink, rx));
         (Writer { tx }, handle)
     }
 
@@ -51,9 +88,7 @@ impl Writer {
     pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<R>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel::<StoreResult<R>>();
         let job: Job = Box::new(move |conn| {
@@ -85,7 +120,7 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>) {
+async fn run(mut tx: Tx, sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Command>) {
     let mut commands = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
@@ -102,9 +137,12 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>) {
             continue;
         }
         let mut completions = Vec::with_capacity(batch.len());
-        let outcome = run_batch(&mut conn, &mut batch, &mut completions).await;
-        if let Err(e) = &outcome {
-            tracing::error!(error = ?e, jobs = completions.len(), "write batch failed");
+        let outcome = run_batch(&mut tx, &mut batch, &mut completions).await;
+        let events = std::mem::take(&mut tx.events);
+        match &outcome {
+            Ok(()) if !events.is_empty() => sink.publish(events),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = ?e, jobs = completions.len(), "write batch failed"),
         }
         let outcome = outcome.map_err(|e| format!("{e:#}"));
         for done in completions {
@@ -112,18 +150,18 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>) {
         }
     }
     rx.close();
-    if let Err(e) = conn.close().await {
+    if let Err(e) = tx.conn.close().await {
         tracing::warn!(error = ?e, "closing the write connection");
     }
     tracing::debug!("database writer stopped");
 }
 
 async fn run_batch(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     batch: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
 ) -> anyhow::Result<()> {
-    let begun = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await;
+    let begun = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut tx.conn).await;
     if let Err(e) = begun {
         // Dropping a job unrun drops its answer channel: its caller gets an error.
         batch.clear();
@@ -136,24 +174,29 @@ async fn run_batch(
             drop(job);
             continue;
         }
-        if let Err(e) = sqlx::raw_sql("SAVEPOINT job").execute(&mut *conn).await {
+        if let Err(e) = sqlx::raw_sql("SAVEPOINT job").execute(&mut tx.conn).await {
             failed = Some(anyhow::Error::from(e).context("savepoint"));
             drop(job);
             continue;
         }
-        let (ok, completion) = job(&mut *conn).await;
+        let events_before = tx.events.len();
+        let (ok, completion) = job(tx).await;
         completions.push(completion);
+        if !ok {
+            // The job's changes are rolled back, and so are its events.
+            tx.events.truncate(events_before);
+        }
         let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
+        if let Err(e) = sqlx::raw_sql(end).execute(&mut tx.conn).await {
             failed = Some(anyhow::Error::from(e).context("end savepoint"));
         }
     }
     if let Some(e) = failed {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
         return Err(e);
     }
-    if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut tx.conn).await {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
         return Err(e).context("commit");
     }
     Ok(())

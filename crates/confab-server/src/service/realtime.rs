@@ -1,0 +1,154 @@
+//! Real-time use cases: opening an event stream, typing, delivery receipts, presence, and the
+//! background tasks behind them (presence changes, typing expiry, event-log pruning).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use confab_proto::{Event, Frame, Presence, Typing};
+use tokio::sync::mpsc;
+
+use super::{AuthUser, Service, ServiceError, ServiceResult};
+use crate::realtime::feed::Opened;
+use crate::realtime::{Feed, PresenceChange};
+use crate::time::{from_ms, now_ms};
+
+fn frame_text(event: &Event) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(&Frame::new(event, None)).unwrap_or_default())
+}
+
+impl Service {
+    /// Starts `user`'s event stream from `cursor` (see [`Feed::open`]).
+    pub async fn open_feed(&self, user: &AuthUser, cursor: Option<&str>) -> ServiceResult<Opened> {
+        Feed::open(&self.hub, self.store.clone(), &user.id, cursor, self.limits.replay_limit).await
+    }
+
+    /// The current end of the event log: where a stream opened now would start.
+    pub async fn event_head(&self) -> ServiceResult<i64> {
+        Ok(self.store.event_bounds().await?.head)
+    }
+
+    /// Tells the other members (and the typist's other devices) that `user` started or
+    /// stopped typing. Refreshes are rate-limited; the signal expires by itself.
+    pub async fn set_typing(
+        &self,
+        user: &AuthUser,
+        conversation_id: &str,
+        typing: bool,
+    ) -> ServiceResult<()> {
+        self.access_conversation(user, conversation_id).await?;
+        if self.typing.update(conversation_id, &user.id, typing, Instant::now()) {
+            self.broadcast_typing(conversation_id, &user.id, typing).await?;
+        }
+        Ok(())
+    }
+
+    async fn broadcast_typing(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        typing: bool,
+    ) -> ServiceResult<()> {
+        let members = self.store.participant_ids(conversation_id).await?;
+        let event = Event::Typing(Typing {
+            conversation_id: conversation_id.to_owned(),
+            user_id: user_id.to_owned(),
+            typing,
+        });
+        self.hub.send_ephemeral(&members, frame_text(&event));
+        Ok(())
+    }
+
+    /// Records that one of `user`'s devices received the conversation up to `seq`.
+    pub async fn mark_delivered(
+        &self,
+        user: &AuthUser,
+        conversation_id: &str,
+        seq: i64,
+    ) -> ServiceResult<i64> {
+        self.access_conversation(user, conversation_id).await?;
+        if seq < 0 {
+            return Err(ServiceError::invalid("seq", "must not be negative"));
+        }
+        Ok(self.store.mark_delivered(conversation_id, &user.id, seq).await?)
+    }
+
+    /// Presence of everyone who shares a conversation with `user`.
+    pub async fn list_presence(&self, user: &AuthUser) -> ServiceResult<Vec<Presence>> {
+        let contacts = self.store.contacts(&user.id).await?;
+        let mut out = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            if contact == user.id {
+                continue;
+            }
+            let online = self.hub.is_online(&contact);
+            let last_seen = match online {
+                true => None,
+                false => self.store.last_seen(&contact).await?.map(from_ms),
+            };
+            out.push(Presence { user_id: contact, online, last_seen });
+        }
+        Ok(out)
+    }
+
+    /// Starts the background tasks; they stop when the service is dropped or the hub shuts
+    /// down.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        mut presence: mpsc::UnboundedReceiver<PresenceChange>,
+    ) {
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = presence.recv().await {
+                let Some(service) = service.upgrade() else { break };
+                if let Err(e) = service.announce_presence(change).await {
+                    tracing::warn!(error = ?e, "presence update failed");
+                }
+            }
+        });
+
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(service) = service.upgrade() else { break };
+                for (conversation, user) in service.typing.expire(Instant::now()) {
+                    if let Err(e) = service.broadcast_typing(&conversation, &user, false).await {
+                        tracing::warn!(error = ?e, "typing expiry failed");
+                    }
+                }
+            }
+        });
+
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let Some(service) = service.upgrade() else { break };
+                let before = now_ms() - service.limits.event_retention_ms;
+                match service.store.prune_events(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "pruned old events"),
+                    Err(e) => tracing::warn!(error = ?e, "event pruning failed"),
+                }
+            }
+        });
+    }
+
+    async fn announce_presence(&self, change: PresenceChange) -> ServiceResult<()> {
+        let (user_id, online, last_seen) = match change {
+            PresenceChange::Online(user) => (user, true, None),
+            PresenceChange::Offline(user) => {
+                let now = now_ms();
+                self.store.set_last_seen(&user, now).await?;
+                (user, false, Some(from_ms(now)))
+            }
+        };
+        let contacts = self.store.contacts(&user_id).await?;
+        let event = Event::Presence(Presence { user_id, online, last_seen });
+        self.hub.send_ephemeral(&contacts, frame_text(&event));
+        Ok(())
+    }
+}
