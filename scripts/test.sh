@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test suite of Confab. This is the README's test command; CI calls it too.
 #
-#   ./scripts/test.sh            all suites
-#
-# Tests start real servers on 127.0.0.1 port 0 with temporary data folders.
+# Tests start real servers on 127.0.0.1 port 0 with temporary data folders. The WebSocket
+# interoperability test drives the server with Python's `websockets` library, installed here
+# into ./.venv (from PyPI) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! .venv/bin/python -c 'import websockets' 2>/dev/null; then
+  echo "== installing the Python interop client into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export CONFAB_PYTHON="$PWD/.venv/bin/python"
 
 echo "== Rust: unit and integration tests (SQLite)"
 cargo test --workspace --locked

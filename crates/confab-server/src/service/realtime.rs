@@ -146,7 +146,9 @@ impl Service {
                 (user, false, Some(from_ms(now)))
             }
         };
-        let contacts = self.store.contacts(&user_id).await?;
+        // The user's own devices know whether they are connected.
+        let mut contacts = self.store.contacts(&user_id).await?;
+        contacts.retain(|c| *c != user_id);
         let event = Event::Presence(Presence { user_id, online, last_seen });
         self.hub.send_ephemeral(&contacts, frame_text(&event));
         Ok(())

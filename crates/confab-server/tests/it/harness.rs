@@ -1,0 +1,258 @@
+//! The test harness: a real Confab server per test (127.0.0.1 port 0, a temporary data folder),
+//! signed-in users, and small helpers shared by the feature files.
+//!
+//! `TestServer::spawn` builds the real `App`, runs it on a tokio task and stops it gracefully on
+//! `restart` or drop. Logs stay quiet unless `TEST_LOG=1` (the level then comes from
+//! `RUST_LOG`, default `info`).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Once;
+use std::time::Duration;
+
+use confab_client::reqwest::Response;
+use confab_client::{
+    Client, ClientError, Conversation, ErrorBody, Message, MessageQuery, Role, User,
+};
+use confab_server::{App, Config};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Every test user's password.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A hang guard for a graceful shutdown, not a speed assertion.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Configure = Box<dyn Fn(&mut Config) + Send + Sync>;
+
+/// One running server and the folder holding its data.
+pub struct TestServer {
+    running: Option<Running>,
+    base_url: String,
+    /// Re-applied on `restart`, so the restarted server has the same limits.
+    configure: Configure,
+    /// Declared last: fields drop in order, so the server is told to stop before its folder
+    /// is removed.
+    dir: TempDir,
+}
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// A server with the test defaults.
+    pub async fn spawn() -> TestServer {
+        TestServer::spawn_with(|_| {}).await
+    }
+
+    /// A server whose config `configure` adjusts (e.g. `|c| c.max_message_bytes = 10`).
+    pub async fn spawn_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> TestServer {
+        init_logs();
+        let dir = tempfile::tempdir().expect("a temporary data folder");
+        let configure: Configure = Box::new(configure);
+        let (running, base_url) = start(&dir, &configure).await;
+        TestServer { running: Some(running), base_url, configure, dir }
+    }
+
+    /// `http://127.0.0.1:<port>` of the server as it runs now (a restart changes the port).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// A fresh, unauthenticated client.
+    pub fn client(&self) -> Client {
+        Client::new(self.base_url())
+    }
+
+    /// Registers `name` with [`PASSWORD`]; the client is signed in as that user.
+    pub async fn user(&self, name: &str) -> TestUser {
+        let mut client = self.client();
+        let auth = client
+            .register(name, PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("registering {name} failed: {e}"));
+        TestUser { client, user: auth.user }
+    }
+
+    /// Registers each of `names`, in order.
+    pub async fn users<const N: usize>(&self, names: [&str; N]) -> [TestUser; N] {
+        let mut users = Vec::with_capacity(N);
+        for name in names {
+            users.push(self.user(name).await);
+        }
+        users.try_into().unwrap_or_else(|_| unreachable!("one user per name"))
+    }
+
+    /// `user` with a client for the server as it runs now, sending the same token. Needed
+    /// after `restart`, which moves the server to a new port.
+    pub fn reconnect(&self, user: &TestUser) -> TestUser {
+        let token = user.token().expect("a test user is signed in");
+        TestUser { client: self.client().with_token(token), user: user.user.clone() }
+    }
+
+    /// Stops the server gracefully (signal, then wait for `run` to return) and starts a new
+    /// one on the same data folder and config. Clients must be `reconnect`ed: the port
+    /// changes.
+    pub async fn restart(&mut self) {
+        if let Some(Running { shutdown, task }) = self.running.take() {
+            // A failed send means `run` has already returned; the join below reports why.
+            let _ = shutdown.send(());
+            let finished = tokio::time::timeout(SHUTDOWN_TIMEOUT, task)
+                .await
+                .expect("the server stops within the shutdown timeout")
+                .expect("the server task does not panic");
+            finished.expect("the server shuts down cleanly");
+        }
+        let (running, base_url) = start(&self.dir, &self.configure).await;
+        self.running = Some(running);
+        self.base_url = base_url;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // Drop cannot wait: the task finishes on its own (or with the test's runtime).
+            let _ = running.shutdown.send(());
+        }
+    }
+}
+
+/// Builds the app on `dir` (binding its listener, opening and migrating the database) and
+/// serves it on a task until the returned `Running` says stop.
+async fn start(dir: &TempDir, configure: &Configure) -> (Running, String) {
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    configure(&mut config);
+    let app = App::build(config).await.expect("the app builds");
+    let base_url = format!("http://{}", app.local_addr());
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        // A dropped sender also means stop.
+        let _ = stop.await;
+    }));
+    (Running { shutdown, task }, base_url)
+}
+
+fn init_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // Fails only if a subscriber is already installed, which is just as good.
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+    });
+}
+
+/// A registered, signed-in user: derefs to its [`Client`].
+pub struct TestUser {
+    pub client: Client,
+    pub user: User,
+}
+
+impl TestUser {
+    pub fn id(&self) -> &str {
+        &self.user.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.user.username
+    }
+}
+
+impl Deref for TestUser {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for TestUser {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Asserts that `err` is the API error with this status and code.
+#[track_caller]
+pub fn assert_api_error(err: &ClientError, status: u16, code: &str) {
+    assert_eq!((err.status(), err.code()), (Some(status), code), "unexpected error: {err}");
+}
+
+/// The status and JSON error body of a raw response; panics (with the body) if the body is
+/// not `{"error": {"code", "message"}}`.
+pub async fn json_error(response: Response) -> (u16, ErrorBody) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the error body arrives");
+    let body = serde_json::from_str::<ErrorBody>(&text)
+        .unwrap_or_else(|e| panic!("status {status}: not a JSON error body ({e}): {text}"));
+    (status, body)
+}
+
+/// Every message of the conversation in ascending `seq`, paging with `after`.
+pub async fn history(client: &Client, conversation_id: &str) -> Vec<Message> {
+    let mut all: Vec<Message> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |m| m.seq);
+        let query = MessageQuery { limit: Some(100), before: None, after: Some(after) };
+        let page = client.list_messages(conversation_id, &query).await.expect("a history page");
+        all.extend(page.messages);
+        if !page.has_more {
+            return all;
+        }
+    }
+}
+
+/// Sends "message 1", "message 2", ... "message n", one after the other.
+pub async fn send_numbered(client: &Client, conversation_id: &str, n: usize) -> Vec<Message> {
+    let mut sent = Vec::with_capacity(n);
+    for i in 1..=n {
+        let message = client
+            .send_text(conversation_id, &format!("message {i}"))
+            .await
+            .unwrap_or_else(|e| panic!("sending message {i} failed: {e}"));
+        sent.push(message);
+    }
+    sent
+}
+
+/// The `seq`s of `messages`, in their order.
+pub fn seqs(messages: &[Message]) -> Vec<i64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+/// The ids of `conversations`, in their order.
+pub fn ids(conversations: &[Conversation]) -> Vec<&str> {
+    conversations.iter().map(|c| c.id.as_str()).collect()
+}
+
+/// The role of `user_id` in `conversation`, or `None` when not a participant.
+pub fn role_of(conversation: &Conversation, user_id: &str) -> Option<Role> {
+    conversation.participants.iter().find(|p| p.user_id == user_id).map(|p| p.role)
+}
+
+/// The user ids of the participants, sorted (their order is not part of the contract).
+pub fn member_ids(conversation: &Conversation) -> Vec<String> {
+    let mut ids: Vec<String> =
+        conversation.participants.iter().map(|p| p.user_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// `ids` as owned, sorted strings, to compare with [`member_ids`].
+pub fn sorted(ids: &[&str]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Waits long enough that the next timestamp the server takes differs from the last one
+/// (timestamps have millisecond precision). Orders events; asserts nothing about speed.
+pub async fn next_timestamp() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}

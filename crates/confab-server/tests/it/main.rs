@@ -1,0 +1,19 @@
+//! Integration tests: one binary (faster to link than one per file). Each test starts its own
+//! real server on 127.0.0.1 port 0 with a temporary data folder (`harness.rs`) and drives it
+//! over HTTP through the Rust SDK, `confab-client`.
+//!
+//! One file per feature; `authz.rs` is the authorization matrix, `input.rs` the hostile and
+//! malformed input, `durability.rs` concurrency and restarts.
+
+// A failed unwrap is how a test reports an unexpected error, with the error in the message.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod accounts;
+mod authz;
+mod conversations;
+mod durability;
+mod input;
+mod messages;
+mod realtime;
