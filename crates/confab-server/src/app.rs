@@ -5,9 +5,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
@@ -21,6 +26,8 @@ pub struct App {
     listener: TcpListener,
     service: Arc<Service>,
     router: axum::Router,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
 }
 
 impl App {
@@ -41,11 +48,14 @@ impl App {
         service.spawn_background(presence);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;
-        let router = api::router(AppState { service: service.clone() }, max_body_bytes);
+        let draining = Arc::new(AtomicBool::new(false));
+        let router = api::router(AppState { service: service.clone() }, max_body_bytes)
+            .layer(middleware::from_fn_with_state(draining.clone(), refuse_while_draining));
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
-        Ok(App { listener, service, router })
+        let drain = Duration::from_millis(config.shutdown_drain_ms);
+        Ok(App { listener, service, router, draining, drain })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -60,12 +70,18 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "confab listening");
         let hub = self.service.hub().clone();
+        let (draining, drain) = (self.draining.clone(), self.drain);
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                tracing::info!("draining");
+                // New requests get a JSON 503 while requests already on their way arrive;
+                // then the listener closes and the in-flight requests finish.
+                draining.store(true, Ordering::SeqCst);
                 // Streams and sockets never finish by themselves: end them (WebSockets with
-                // 1012, "restarting") so the in-flight requests can drain.
+                // 1012, "restarting") so clients reconnect elsewhere or after the restart.
                 hub.shutdown();
+                tokio::time::sleep(drain).await;
             })
             .await
             .context("serve");
@@ -73,4 +89,23 @@ impl App {
         tracing::info!("confab stopped");
         served
     }
+}
+
+/// While shutting down: answer 503 and ask the client to close the connection.
+async fn refuse_while_draining(
+    State(draining): State<Arc<AtomicBool>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !draining.load(Ordering::SeqCst) {
+        return next.run(request).await;
+    }
+    let mut response = crate::api::error::error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the server is restarting; try again",
+    );
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }

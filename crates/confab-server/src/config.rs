@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Days the event log is kept for resuming clients [default: 30]
     #[arg(long, env = "CONFAB_EVENT_RETENTION_DAYS", value_name = "DAYS")]
     pub event_retention_days: Option<u32>,
+    /// On SIGTERM, how long to keep answering new requests with 503 before closing the
+    /// listener, in ms, so requests already on their way get an answer [default: 500]
+    #[arg(long, env = "CONFAB_SHUTDOWN_DRAIN_MS", value_name = "MS")]
+    pub shutdown_drain_ms: Option<u64>,
     /// Log format: `text` or `json` [default: text]; the level comes from CONFAB_LOG or RUST_LOG
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -101,6 +105,7 @@ impl ServeArgs {
             presence_grace_ms: self.presence_grace_ms.or(file.presence_grace_ms),
             replay_limit: self.replay_limit.or(file.replay_limit),
             event_retention_days: self.event_retention_days.or(file.event_retention_days),
+            shutdown_drain_ms: self.shutdown_drain_ms.or(file.shutdown_drain_ms),
             log_format: self.log_format.or(file.log_format),
         }
     }
@@ -130,6 +135,7 @@ pub struct Config {
     pub presence_grace_ms: u64,
     pub replay_limit: i64,
     pub event_retention_ms: i64,
+    pub shutdown_drain_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -195,6 +201,10 @@ impl Config {
         if !(1..=3650).contains(&event_retention_days) {
             bail!("--event-retention-days: must be between 1 and 3650");
         }
+        let shutdown_drain_ms = args.shutdown_drain_ms.unwrap_or(500);
+        if shutdown_drain_ms > 60_000 {
+            bail!("--shutdown-drain-ms: must be at most 60000");
+        }
         let log_format = match args.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -214,6 +224,7 @@ impl Config {
             presence_grace_ms,
             replay_limit,
             event_retention_ms: i64::from(event_retention_days) * 24 * 3600 * 1000,
+            shutdown_drain_ms,
             log_format,
         })
     }
@@ -224,6 +235,7 @@ impl Config {
             Config::validate(ServeArgs { data_dir: Some(data_dir), ..ServeArgs::default() })
                 .expect("the defaults are valid");
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.shutdown_drain_ms = 50;
         config
     }
 }

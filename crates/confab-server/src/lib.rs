@@ -8,6 +8,7 @@
 //! - `store/`   the `Store` trait and its SQLite implementation with a group-commit writer.
 //! - `realtime/` the hub (fan-out), feeds (replay + live), and the WS/SSE/long-poll transports.
 //! - `security/` password hashing and session tokens.
+//! - `web`      the embedded browser client (`web/`), with its cache and CSP headers.
 //!
 //! A request flows `api` → `service` → `store`; nothing flows back up but return values.
 
@@ -19,6 +20,7 @@ pub mod security;
 pub mod service;
 pub mod store;
 pub mod time;
+pub mod web;
 
 pub use app::App;
 pub use config::Config;

@@ -27,12 +27,15 @@ CREATE TABLE memberships (
 );
 CREATE INDEX memberships_by_user ON memberships(user_id, conversation_id);
 
--- Events below `floor` were pruned; a cursor under it cannot be replayed.
-CREATE TABLE event_floor (
-    id     INTEGER PRIMARY KEY CHECK (id = 1),
-    floor  INTEGER NOT NULL
+-- One row about the log itself. `instance` is random and names this database in cursors
+-- ("<instance>-<id>"), so a cursor from another server is recognised as foreign. Events up to
+-- `floor` were pruned; a cursor below it cannot be replayed.
+CREATE TABLE event_log (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    instance  TEXT NOT NULL,
+    floor     INTEGER NOT NULL
 );
-INSERT INTO event_floor (id, floor) VALUES (1, 0);
+INSERT INTO event_log (id, instance, floor) VALUES (1, lower(hex(randomblob(6))), 0);
 
 ALTER TABLE participants ADD COLUMN last_delivered_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN share_read_receipts INTEGER NOT NULL DEFAULT 1;

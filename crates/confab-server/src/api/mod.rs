@@ -111,6 +111,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
         }),
     )
+    .merge(crate::web::router())
     .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
     .method_not_allowed_fallback(|| async {
         error_response(

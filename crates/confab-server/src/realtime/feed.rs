@@ -22,7 +22,7 @@ pub enum FeedItem {
     /// A frame to send; `cursor` is set for durable events.
     Frame {
         frame: Utf8Bytes,
-        cursor: Option<i64>,
+        cursor: Option<String>,
     },
     Close(CloseReason),
 }
@@ -30,6 +30,8 @@ pub enum FeedItem {
 pub struct Feed {
     sub: Subscription,
     store: Arc<dyn Store>,
+    /// This database's name in cursors: `<instance>-<event id>`.
+    instance: Arc<str>,
     user_id: String,
     /// The position of the last durable event handed out (or the starting cursor).
     last_id: i64,
@@ -43,6 +45,18 @@ pub struct Opened {
     /// `ready` with the starting cursor, or `resync_required`.
     pub first: Utf8Bytes,
     pub resync: bool,
+}
+
+/// `<instance>-<event id>`: the cursor clients see.
+pub fn format_cursor(instance: &str, id: i64) -> String {
+    format!("{instance}-{id}")
+}
+
+/// The instance and event id of a cursor, if it has that shape.
+pub fn parse_cursor(cursor: &str) -> Option<(&str, i64)> {
+    let (instance, id) = cursor.rsplit_once('-')?;
+    let id: i64 = id.parse().ok()?;
+    (!instance.is_empty() && id >= 0).then_some((instance, id))
 }
 
 fn frame_of(event: &Event) -> Utf8Bytes {
@@ -98,6 +112,7 @@ impl Feed {
         let feed = Feed {
             sub,
             store,
+            instance: bounds.instance.clone(),
             user_id: user_id.to_owned(),
             last_id: start,
             replaying,
@@ -107,8 +122,8 @@ impl Feed {
     }
 
     /// The resume cursor: the position of the last durable event handed out.
-    pub fn cursor(&self) -> i64 {
-        self.last_id
+    pub fn cursor(&self) -> String {
+        format_cursor(&self.instance, self.last_id)
     }
 
     /// Reads the next page of missed events, if replaying. Cancel-safe: a page is only
@@ -127,7 +142,7 @@ impl Feed {
         match item {
             Outgoing::Durable { id, frame } if id > self.last_id => {
                 self.last_id = id;
-                Some(FeedItem::Frame { frame, cursor: Some(id) })
+                Some(FeedItem::Frame { frame, cursor: Some(self.cursor()) })
             }
             // Already replayed from the database.
             Outgoing::Durable { .. } => None,
@@ -138,7 +153,7 @@ impl Feed {
     fn pop_backlog(&mut self) -> Option<FeedItem> {
         let (id, frame) = self.backlog.pop_front()?;
         self.last_id = id;
-        Some(FeedItem::Frame { frame, cursor: Some(id) })
+        Some(FeedItem::Frame { frame, cursor: Some(self.cursor()) })
     }
 
     /// The next item, waiting for one.
@@ -190,6 +205,19 @@ impl Feed {
                 }
                 Err(_) => return Ok(None),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(parse_cursor(&format_cursor("ab12", 42)), Some(("ab12", 42)));
+        for garbage in ["", "42", "ab12-", "-5", "ab12-x", "ab12--1", "ab12-99999999999999999999"] {
+            assert_eq!(parse_cursor(garbage), None, "{garbage:?}");
         }
     }
 }

@@ -49,10 +49,9 @@ pub async fn events(
     let mut feed = opened.feed;
     let start = feed.cursor();
     tokio::spawn(async move {
-        let mut first = SseEvent::default().data(opened.first.as_str());
-        if !opened.resync {
-            first = first.id(start.to_string());
-        }
+        // A resync's id is the cursor to continue from, as for `ready`: a browser that
+        // reconnects before the next event must not be sent back to its stale cursor.
+        let first = SseEvent::default().data(opened.first.as_str()).id(start);
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
@@ -65,7 +64,7 @@ pub async fn events(
                 Ok(FeedItem::Frame { frame, cursor }) => {
                     let event = SseEvent::default().data(frame.as_str());
                     match cursor {
-                        Some(id) => event.id(id.to_string()),
+                        Some(cursor) => event.id(cursor),
                         None => event,
                     }
                 }

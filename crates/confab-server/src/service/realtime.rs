@@ -23,9 +23,10 @@ impl Service {
         Feed::open(&self.hub, self.store.clone(), &user.id, cursor, self.limits.replay_limit).await
     }
 
-    /// The current end of the event log: where a stream opened now would start.
-    pub async fn event_head(&self) -> ServiceResult<i64> {
-        Ok(self.store.event_bounds().await?.head)
+    /// The cursor of the current end of the event log: where a stream opened now would start.
+    pub async fn event_head(&self) -> ServiceResult<String> {
+        let bounds = self.store.event_bounds().await?;
+        Ok(crate::realtime::feed::format_cursor(&bounds.instance, bounds.head))
     }
 
     /// Tells the other members (and the typist's other devices) that `user` started or

@@ -107,8 +107,10 @@ pub enum PageCursor {
 }
 
 /// Where the event log stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EventBounds {
+    /// This database's name in cursors (`<instance>-<id>`).
+    pub instance: std::sync::Arc<str>,
     /// Cursors below this were pruned and cannot be replayed.
     pub floor: i64,
     /// The newest event's id (0 when there is none).

@@ -35,6 +35,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const READERS: u32 = 4;
 
 pub struct SqliteStore {
+    instance: Arc<str>,
     writer: Writer,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     read: SqlitePool,
@@ -71,8 +72,13 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .context("open SQLite read pool")?;
-        let (writer, task) = Writer::spawn(write_conn, sink);
-        Ok(SqliteStore { writer, writer_task: Mutex::new(Some(task)), read })
+        let instance: String = sqlx::query_scalar("SELECT instance FROM event_log WHERE id = 1")
+            .fetch_one(&read)
+            .await
+            .context("read the event log's instance")?;
+        let instance: Arc<str> = instance.into();
+        let (writer, task) = Writer::spawn(write_conn, instance.clone(), sink);
+        Ok(SqliteStore { instance, writer, writer_task: Mutex::new(Some(task)), read })
     }
 
     /// A store on a database URL such as `sqlite://./data/confab.db` or `sqlite:data.db`.
@@ -189,22 +195,36 @@ const CONVERSATION_SELECT: &str = "
       FROM participants p JOIN conversations c ON c.id = p.conversation_id
      WHERE p.user_id = $1";
 
-/// Participants as `$1` sees them: the read watermark of someone who does not share read
+/// Participants as `$3` sees them: the read watermark of someone who does not share read
 /// receipts shows as 0 to everyone else.
 const PARTICIPANT_SELECT: &str = "
     SELECT p.conversation_id, p.user_id, u.username, p.joined_at, p.role,
-           CASE WHEN u.share_read_receipts = 1 OR u.id = $1 THEN p.last_read_seq ELSE 0 END
+           CASE WHEN u.share_read_receipts = 1 OR u.id = $3 THEN p.last_read_seq ELSE 0 END
                AS last_read_seq,
            p.last_delivered_seq
       FROM participants p JOIN users u ON u.id = p.user_id";
 
-/// Conversations as `viewer` sees them (all of theirs, or `only` one), with participants and
-/// last messages: three queries in all, whatever the number of conversations.
+/// Whose point of view a conversation is built from.
+#[derive(Clone, Copy)]
+enum View<'a> {
+    /// A member's: their unread count, their own read watermark.
+    Member(&'a str),
+    /// For an event everyone receives, built from a member's rows: no unread count, and only
+    /// the read watermarks their owners share.
+    Shared(&'a str),
+}
+
+/// Conversations as `view` sees them (all of the member's, or `only` one), with participants
+/// and last messages: three queries in all, whatever the number of conversations.
 async fn conversations_on(
     conn: &mut SqliteConnection,
-    viewer: &str,
+    view: View<'_>,
     only: Option<&str>,
 ) -> StoreResult<Vec<Conversation>> {
+    let (viewer, reveal_reads_of) = match view {
+        View::Member(user) => (user, user),
+        View::Shared(user) => (user, ""),
+    };
     let rows: Vec<ConversationRow> = match only {
         Some(id) => {
             sqlx::query_as(sqlx::AssertSqlSafe(format!("{CONVERSATION_SELECT} AND c.id = $2")))
@@ -236,6 +256,7 @@ async fn conversations_on(
     )))
     .bind(viewer)
     .bind(only.unwrap_or_default())
+    .bind(reveal_reads_of)
     .fetch_all(&mut *conn)
     .await?;
     let last_messages: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -264,7 +285,7 @@ async fn conversations_on(
             kind: parse_kind(&r.kind),
             title: r.title,
             created_at: from_ms(r.created_at),
-            unread_count: r.unread_count,
+            unread_count: if matches!(view, View::Shared(_)) { 0 } else { r.unread_count },
             last_seq: r.last_seq,
             last_activity_at: from_ms(r.last_activity_at),
             id: r.id,
@@ -272,12 +293,16 @@ async fn conversations_on(
         .collect())
 }
 
+/// The conversation as put in an event all members receive (see [`View::Shared`]).
 async fn conversation_on(
     conn: &mut SqliteConnection,
     conversation_id: &str,
-    viewer: &str,
+    built_by: &str,
 ) -> StoreResult<Conversation> {
-    conversations_on(conn, viewer, Some(conversation_id)).await?.pop().ok_or(StoreError::NotFound)
+    conversations_on(conn, View::Shared(built_by), Some(conversation_id))
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)
 }
 
 async fn insert_members(
@@ -344,8 +369,8 @@ enum Audience<'a> {
 }
 
 /// The whole frame of a stored event, built from its parts without re-serializing.
-fn frame_text(kind: &str, payload: &str, id: i64) -> String {
-    format!(r#"{{"type":"{kind}","payload":{payload},"cursor":"{id}"}}"#)
+fn frame_text(kind: &str, payload: &str, instance: &str, id: i64) -> String {
+    format!(r#"{{"type":"{kind}","payload":{payload},"cursor":"{instance}-{id}"}}"#)
 }
 
 /// Appends `event` to the log in the current transaction and queues it for delivery after the
@@ -389,7 +414,8 @@ async fn emit(
     {
         recipients.push(extra.to_owned());
     }
-    tx.emit(Published { id, recipients, frame: frame_text(&frame.kind, &payload, id) });
+    let frame = frame_text(&frame.kind, &payload, &tx.instance, id);
+    tx.emit(Published { id, recipients, frame });
     Ok(id)
 }
 
@@ -658,12 +684,12 @@ impl Store for SqliteStore {
         user_id: &str,
     ) -> StoreResult<Option<Conversation>> {
         let mut conn = self.read.acquire().await?;
-        Ok(conversations_on(&mut conn, user_id, Some(conversation_id)).await?.pop())
+        Ok(conversations_on(&mut conn, View::Member(user_id), Some(conversation_id)).await?.pop())
     }
 
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>> {
         let mut conn = self.read.acquire().await?;
-        conversations_on(&mut conn, user_id, None).await
+        conversations_on(&mut conn, View::Member(user_id), None).await
     }
 
     async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>> {
@@ -672,6 +698,7 @@ impl Store for SqliteStore {
         )))
         .bind("")
         .bind(conversation_id)
+        .bind("")
         .fetch_all(&self.read)
         .await?;
         Ok(rows.into_iter().map(Participant::from).collect())
@@ -789,7 +816,7 @@ impl Store for SqliteStore {
                     .await?;
                     // The snapshot is seen by the remover, or by a remaining member when the
                     // last one left (then nobody but the leaver receives it).
-                    let mut snapshot = match conversation_on(&mut tx.conn, &conv, &actor).await {
+                    let snapshot = match conversation_on(&mut tx.conn, &conv, &actor).await {
                         Ok(c) => c,
                         Err(StoreError::NotFound) => {
                             let viewer: Option<String> = sqlx::query_scalar(
@@ -805,7 +832,6 @@ impl Store for SqliteStore {
                         }
                         Err(e) => return Err(e),
                     };
-                    snapshot.unread_count = 0;
                     let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
                     let event = Event::ParticipantRemoved(MembershipChange {
                         conversation_id: conv.clone(),
@@ -1019,12 +1045,12 @@ impl Store for SqliteStore {
 
     async fn event_bounds(&self) -> StoreResult<EventBounds> {
         let (floor, head): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT floor FROM event_floor WHERE id = 1),
+            "SELECT (SELECT floor FROM event_log WHERE id = 1),
                     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
         )
         .fetch_one(&self.read)
         .await?;
-        Ok(EventBounds { floor, head })
+        Ok(EventBounds { instance: self.instance.clone(), floor, head })
     }
 
     async fn events_for(
@@ -1049,7 +1075,10 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, payload)| StoredFrame { id, frame: frame_text(&kind, &payload, id) })
+            .map(|(id, kind, payload)| StoredFrame {
+                id,
+                frame: frame_text(&kind, &payload, &self.instance, id),
+            })
             .collect())
     }
 
@@ -1084,7 +1113,7 @@ impl Store for SqliteStore {
                         .bind(newest)
                         .execute(&mut tx.conn)
                         .await?;
-                    sqlx::query("UPDATE event_floor SET floor = MAX(floor, $1) WHERE id = 1")
+                    sqlx::query("UPDATE event_log SET floor = MAX(floor, $1) WHERE id = 1")
                         .bind(newest)
                         .execute(&mut tx.conn)
                         .await?;

@@ -43,6 +43,8 @@ pub trait EventSink: Send + Sync + 'static {
 /// The open write transaction a job works in.
 pub struct Tx {
     pub conn: SqliteConnection,
+    /// This database's name in cursors.
+    pub instance: Arc<str>,
     events: Vec<Published>,
 }
 
@@ -76,10 +78,11 @@ impl Writer {
     /// [`Writer::close`] or when every `Writer` clone is dropped; the handle resolves then.
     pub fn spawn(
         conn: SqliteConnection,
+        instance: Arc<str>,
         sink: Arc<dyn EventSink>,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = tokio::spawn(run(Tx { conn, events: Vec::new() }, sink, rx));
+        let handle = tokio::spawn(run(Tx { conn, instance, events: Vec::new() }, sink, rx));
         (Writer { tx }, handle)
     }
 

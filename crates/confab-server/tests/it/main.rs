@@ -16,4 +16,5 @@ mod conversations;
 mod durability;
 mod input;
 mod messages;
+mod process;
 mod realtime;
