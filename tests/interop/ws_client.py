@@ -9,9 +9,13 @@ it receives is printed as one JSON line. Exits non-zero on any surprise.
 
 import asyncio
 import json
+import re
 import sys
 
 import websockets
+
+
+CURSOR = re.compile(r"^[0-9a-f]+-[0-9]+$")
 
 
 async def next_frame(ws):
@@ -25,7 +29,7 @@ async def main(url, token, conversation_id):
     async with websockets.connect(url, additional_headers=headers) as ws:
         ready = await next_frame(ws)
         assert ready["type"] == "ready", ready
-        assert ready["payload"]["cursor"].isdigit(), ready
+        assert CURSOR.match(ready["payload"]["cursor"]), ready
 
         await ws.send(json.dumps({
             "type": "send",
@@ -43,7 +47,7 @@ async def main(url, token, conversation_id):
         while True:
             frame = await next_frame(ws)
             if frame["type"] == "new_message" and frame["payload"]["content"] == "from rust":
-                assert frame["cursor"].isdigit(), frame
+                assert CURSOR.match(frame["cursor"]), frame
                 break
     print("INTEROP_OK", flush=True)
 

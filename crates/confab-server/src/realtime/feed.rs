@@ -80,30 +80,30 @@ impl Feed {
             SubscribeError::ShuttingDown => ServiceError::Unavailable(e.to_string()),
         })?;
         let bounds = store.event_bounds().await?;
+        let head = format_cursor(&bounds.instance, bounds.head);
         let resync = |reason: &str| {
-            Event::ResyncRequired(Resync {
-                reason: reason.to_owned(),
-                cursor: bounds.head.to_string(),
-            })
+            Event::ResyncRequired(Resync { reason: reason.to_owned(), cursor: head.clone() })
         };
         let (start, replaying, first) = match cursor.map(str::trim) {
-            None | Some("") => {
-                (bounds.head, false, Event::Ready(Ready { cursor: bounds.head.to_string() }))
-            }
-            Some(text) => match text.parse::<i64>() {
-                Err(_) => (bounds.head, false, resync("the cursor is not one of ours")),
-                Ok(c) if c < 0 || c > bounds.head => {
-                    (bounds.head, false, resync("the cursor is not one of ours"))
+            None | Some("") => (bounds.head, false, Event::Ready(Ready { cursor: head.clone() })),
+            Some(text) => match parse_cursor(text) {
+                None => (bounds.head, false, resync("the cursor is malformed")),
+                Some((instance, _)) if instance != &*bounds.instance => {
+                    (bounds.head, false, resync("the cursor is from another server"))
                 }
-                Ok(c) if c < bounds.floor => {
+                Some((_, c)) if c > bounds.head => {
+                    (bounds.head, false, resync("the cursor is ahead of this server"))
+                }
+                Some((_, c)) if c < bounds.floor => {
                     (bounds.head, false, resync("the cursor is older than the kept history"))
                 }
-                Ok(c) => {
+                Some((_, c)) => {
                     let pending = store.count_events_for(user_id, c, replay_limit + 1).await?;
                     if pending > replay_limit {
                         (bounds.head, false, resync("too many missed events to replay"))
                     } else {
-                        (c, true, Event::Ready(Ready { cursor: c.to_string() }))
+                        let cursor = format_cursor(&bounds.instance, c);
+                        (c, true, Event::Ready(Ready { cursor }))
                     }
                 }
             },

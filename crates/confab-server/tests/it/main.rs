@@ -18,3 +18,4 @@ mod input;
 mod messages;
 mod process;
 mod realtime;
+mod replay;
