@@ -61,7 +61,14 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 /// Starts a server on its own two-thread runtime; answers its URL and a guard that stops it.
-fn start_server(sync: &str) -> anyhow::Result<(String, tempfile::TempDir, std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)> {
+fn start_server(
+    sync: &str,
+) -> anyhow::Result<(
+    String,
+    tempfile::TempDir,
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+)> {
     let dir = tempfile::tempdir()?;
     let mut config = confab_server::Config::for_tests(dir.path().to_path_buf());
     config.sqlite_sync_full = sync == "full";
@@ -77,10 +84,11 @@ fn start_server(sync: &str) -> anyhow::Result<(String, tempfile::TempDir, std::t
         runtime.block_on(async move {
             let app = confab_server::App::build(config).await.expect("server builds");
             let _ = url_tx.send(format!("http://{}", app.local_addr()));
-            let _ = app.run(async move {
-                let _ = stop_rx.await;
-            })
-            .await;
+            let _ = app
+                .run(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
         });
     });
     let url = url_rx.recv_timeout(Duration::from_secs(60)).context("server start")?;
@@ -127,7 +135,8 @@ async fn run_send(args: SendArgs) -> anyhow::Result<serde_json::Value> {
                 match ws.next_frame_within(Duration::from_millis(500)).await {
                     Ok(Some(frame)) => {
                         if let Ok(Event::NewMessage(m)) = frame.event()
-                            && let Some(sent_us) = m.content.strip_prefix("t=").and_then(|t| t.parse::<u64>().ok())
+                            && let Some(sent_us) =
+                                m.content.strip_prefix("t=").and_then(|t| t.parse::<u64>().ok())
                         {
                             let now_us = start.elapsed().as_micros() as u64;
                             let _ = local.record(now_us.saturating_sub(sent_us).max(1));
@@ -207,7 +216,9 @@ async fn run_send(args: SendArgs) -> anyhow::Result<serde_json::Value> {
 }
 
 fn print_table(r: &serde_json::Value) {
-    println!("scenario  sync    senders  acked/s   delivered/s  send p50/p99/p999 ms     deliver p50/p99/p999 ms  errors");
+    println!(
+        "scenario  sync    senders  acked/s   delivered/s  send p50/p99/p999 ms     deliver p50/p99/p999 ms  errors"
+    );
     println!(
         "{:<9} {:<7} {:>7}  {:>8.0}  {:>11.0}  {:>6.2} / {:>6.2} / {:>6.2}  {:>6.2} / {:>6.2} / {:>6.2}  {}",
         r["scenario"].as_str().unwrap_or_default(),
@@ -230,7 +241,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Send(args) => {
-            eprintln!("send: {} senders for {} s (sync={})…", args.senders, args.seconds, args.sync);
+            eprintln!(
+                "send: {} senders for {} s (sync={})…",
+                args.senders, args.seconds, args.sync
+            );
             run_send(args).await?
         }
     };

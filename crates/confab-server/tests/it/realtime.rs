@@ -572,3 +572,22 @@ async fn a_third_party_python_websocket_client_speaks_the_protocol() {
     let contents: HashSet<&str> = stored.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, HashSet::from(["from python", "from rust"]));
 }
+
+#[tokio::test]
+async fn connections_per_user_are_limited_and_a_reconnect_resumes() {
+    let server = TestServer::spawn_with(|c| c.max_connections_per_user = 2).await;
+    let [alice, bob] = server.users(["alice", "bob"]).await;
+    let conv = alice.create_direct(bob.id()).await.unwrap();
+    let mut first = bob.connect_ws(None).await.unwrap();
+    first.next_of("ready").await.unwrap();
+    let _second = bob.connect_sse(None).await.unwrap();
+
+    let third = bob.connect_ws(None).await;
+    let polled = bob.poll_events(Some(first.cursor().unwrap()), 0).await;
+    let sent = alice.send_text(&conv.id, "still here").await.unwrap();
+    first.reconnect().await.unwrap();
+
+    assert_api_error(&third.err().expect("a third stream is refused"), 429, "websocket_refused");
+    assert_api_error(&polled.unwrap_err(), 429, "rate_limited");
+    assert_eq!(ws_messages(&mut first, 1).await, vec![sent], "the reconnect resumed");
+}
