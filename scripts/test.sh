@@ -16,3 +16,6 @@ export CONFAB_PYTHON="$PWD/.venv/bin/python"
 
 echo "== Rust: unit and integration tests (SQLite)"
 cargo test --workspace --locked
+
+echo "== benchmark harness smoke run (tiny, no timing assertions)"
+cargo run --quiet --locked -p confab-bench -- send --senders 2 --receivers 2 --seconds 1 --check

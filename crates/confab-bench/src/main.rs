@@ -49,6 +49,10 @@ struct SendArgs {
     /// Bench a server that is already running instead of starting one.
     #[arg(long)]
     url: Option<String>,
+    /// Exit non-zero unless every send was acknowledged and delivered (a functional check for
+    /// CI smoke runs; no timing is checked).
+    #[arg(long)]
+    check: bool,
 }
 
 /// Latency histogram in microseconds, 1 µs to 60 s.

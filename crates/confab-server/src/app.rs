@@ -45,6 +45,7 @@ impl App {
                 .await?,
         );
         let service = Arc::new(Service::new(store, hub, Limits::from(&config)).await?);
+        service.prune_events().await.context("prune the event log")?;
         service.spawn_background(presence);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;

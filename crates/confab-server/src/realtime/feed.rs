@@ -56,7 +56,8 @@ pub fn format_cursor(instance: &str, id: i64) -> String {
 pub fn parse_cursor(cursor: &str) -> Option<(&str, i64)> {
     let (instance, id) = cursor.rsplit_once('-')?;
     let id: i64 = id.parse().ok()?;
-    (!instance.is_empty() && id >= 0).then_some((instance, id))
+    let named = !instance.is_empty() && instance.bytes().all(|b| b.is_ascii_hexdigit());
+    (named && id >= 0).then_some((instance, id))
 }
 
 fn frame_of(event: &Event) -> Utf8Bytes {

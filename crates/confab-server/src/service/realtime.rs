@@ -124,18 +124,26 @@ impl Service {
 
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            let hour = Duration::from_secs(3600);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
             loop {
                 tick.tick().await;
                 let Some(service) = service.upgrade() else { break };
-                let before = now_ms() - service.limits.event_retention_ms;
-                match service.store.prune_events(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(events = n, "pruned old events"),
-                    Err(e) => tracing::warn!(error = ?e, "event pruning failed"),
+                if let Err(e) = service.prune_events().await {
+                    tracing::warn!(error = ?e, "event pruning failed");
                 }
             }
         });
+    }
+
+    /// Deletes events older than the retention period (at start-up, then hourly).
+    pub async fn prune_events(&self) -> ServiceResult<()> {
+        let before = now_ms() - self.limits.event_retention_ms;
+        let pruned = self.store.prune_events(before).await?;
+        if pruned > 0 {
+            tracing::info!(events = pruned, "pruned old events");
+        }
+        Ok(())
     }
 
     async fn announce_presence(&self, change: PresenceChange) -> ServiceResult<()> {

@@ -875,41 +875,38 @@ impl Store for SqliteStore {
                             return Ok(Upserted { value: first.into(), created: false });
                         }
                     }
-                    // The writer is the only one bumping the counter, so seq is gapless.
-                    let (seq,): (i64,) = sqlx::query_as(
-                        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = $2
-                          WHERE id = $1 RETURNING last_seq",
-                    )
-                    .bind(&msg.conversation_id)
-                    .bind(msg.created_at_ms)
-                    .fetch_optional(&mut tx.conn)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                    let row: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    // `seq` is the conversation's `last_seq + 1`; the trigger of migration
+                    // 0003 stores it back and moves the sender's read watermark. The writer is
+                    // the only one inserting, so seq is gapless.
+                    let seq: Option<i64> = sqlx::query_scalar(
                         "INSERT INTO messages
                             (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {MESSAGE_COLUMNS}"
-                    )))
+                         SELECT $1, $2, $3, $4, $5, last_seq + 1, $6, $7
+                           FROM conversations WHERE id = $2
+                         RETURNING seq",
+                    )
                     .bind(&msg.id)
                     .bind(&msg.conversation_id)
                     .bind(&msg.sender_id)
                     .bind(&msg.content)
                     .bind(msg.created_at_ms)
-                    .bind(seq)
                     .bind(&msg.client_id)
                     .bind(&msg.reply_to)
-                    .fetch_one(&mut tx.conn)
+                    .fetch_optional(&mut tx.conn)
                     .await?;
-                    // Your own message is read by you.
-                    sqlx::query(
-                        "UPDATE participants SET last_read_seq = $3
-                          WHERE conversation_id = $1 AND user_id = $2 AND last_read_seq < $3",
-                    )
-                    .bind(&msg.conversation_id)
-                    .bind(&msg.sender_id)
-                    .bind(seq)
-                    .execute(&mut tx.conn)
-                    .await?;
+                    let seq = seq.ok_or(StoreError::NotFound)?;
+                    let row = MessageRow {
+                        id: msg.id.clone(),
+                        conversation_id: msg.conversation_id.clone(),
+                        sender_id: msg.sender_id.clone(),
+                        content: msg.content.clone(),
+                        created_at: msg.created_at_ms,
+                        seq,
+                        client_id: msg.client_id.clone(),
+                        reply_to: msg.reply_to.clone(),
+                        edited_at: None,
+                        deleted: false,
+                    };
                     let message = Message::from(row);
                     let event = Event::NewMessage(message.clone());
                     emit(tx, &msg.conversation_id, &event, Some(&message.id), Audience::Members)

@@ -164,24 +164,17 @@ async fn run_batch(
     batch: &mut Vec<Job>,
     completions: &mut Vec<Completion>,
 ) -> anyhow::Result<()> {
-    let begun = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut tx.conn).await;
+    // Statements go to SQLite's thread one round trip at a time, so the savepoint that ends one
+    // job and the one that starts the next travel together.
+    let begun = sqlx::raw_sql("BEGIN IMMEDIATE; SAVEPOINT job").execute(&mut tx.conn).await;
     if let Err(e) = begun {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
         // Dropping a job unrun drops its answer channel: its caller gets an error.
         batch.clear();
         return Err(e).context("begin transaction");
     }
-    let mut failed = None;
-    for job in batch.drain(..) {
-        if failed.is_some() {
-            // The transaction is broken; the remaining jobs are answered with the error.
-            drop(job);
-            continue;
-        }
-        if let Err(e) = sqlx::raw_sql("SAVEPOINT job").execute(&mut tx.conn).await {
-            failed = Some(anyhow::Error::from(e).context("savepoint"));
-            drop(job);
-            continue;
-        }
+    let count = batch.len();
+    for (index, job) in batch.drain(..).enumerate() {
         let events_before = tx.events.len();
         let (ok, completion) = job(tx).await;
         completions.push(completion);
@@ -189,18 +182,19 @@ async fn run_batch(
             // The job's changes are rolled back, and so are its events.
             tx.events.truncate(events_before);
         }
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = sqlx::raw_sql(end).execute(&mut tx.conn).await {
-            failed = Some(anyhow::Error::from(e).context("end savepoint"));
+        let last = index + 1 == count;
+        let step = match (ok, last) {
+            (true, false) => "RELEASE job; SAVEPOINT job",
+            (false, false) => "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
+            (true, true) => "RELEASE job; COMMIT",
+            (false, true) => "ROLLBACK TO job; RELEASE job; COMMIT",
+        };
+        if let Err(e) = sqlx::raw_sql(step).execute(&mut tx.conn).await {
+            // The transaction is broken: nothing of the batch is kept, and the jobs not yet
+            // run are dropped with the drain (their callers get an error).
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
+            return Err(e).context(if last { "commit" } else { "savepoint" });
         }
-    }
-    if let Some(e) = failed {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
-        return Err(e);
-    }
-    if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut tx.conn).await {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
-        return Err(e).context("commit");
     }
     Ok(())
 }

@@ -271,10 +271,9 @@ fn parse_strace(text: &str) -> Vec<Syscall> {
     let mut pending: HashMap<String, (f64, String)> = HashMap::new();
     let mut calls = Vec::new();
     for line in text.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(time), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
+        // strace pads the pid column: split on runs of spaces for the first two fields.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else { continue };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else { continue };
         let Ok(time) = time.parse::<f64>() else { continue };
         let duration = rest
             .rsplit_once('<')
