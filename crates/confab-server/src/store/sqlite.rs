@@ -861,7 +861,31 @@ impl Store for SqliteStore {
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
-                    if let Some(client_id) = &msg.client_id {
+                    // `seq` is the conversation's `last_seq + 1`; the trigger of migration
+                    // 0003 stores it back and moves the sender's read watermark. The writer is
+                    // the only one inserting, so seq is gapless. A repeated client_id inserts
+                    // nothing (the unique index), and then the first message is the answer.
+                    let seq: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO messages
+                            (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
+                         SELECT $1, $2, $3, $4, $5, last_seq + 1, $6, $7
+                           FROM conversations WHERE id = $2
+                         ON CONFLICT (conversation_id, sender_id, client_id)
+                            WHERE client_id IS NOT NULL DO NOTHING
+                         RETURNING seq",
+                    )
+                    .bind(&msg.id)
+                    .bind(&msg.conversation_id)
+                    .bind(&msg.sender_id)
+                    .bind(&msg.content)
+                    .bind(msg.created_at_ms)
+                    .bind(&msg.client_id)
+                    .bind(&msg.reply_to)
+                    .fetch_optional(&mut tx.conn)
+                    .await?;
+                    if seq.is_none()
+                        && let Some(client_id) = &msg.client_id
+                    {
                         let first: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                             "SELECT {MESSAGE_COLUMNS} FROM messages
                               WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3"
@@ -875,25 +899,6 @@ impl Store for SqliteStore {
                             return Ok(Upserted { value: first.into(), created: false });
                         }
                     }
-                    // `seq` is the conversation's `last_seq + 1`; the trigger of migration
-                    // 0003 stores it back and moves the sender's read watermark. The writer is
-                    // the only one inserting, so seq is gapless.
-                    let seq: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO messages
-                            (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
-                         SELECT $1, $2, $3, $4, $5, last_seq + 1, $6, $7
-                           FROM conversations WHERE id = $2
-                         RETURNING seq",
-                    )
-                    .bind(&msg.id)
-                    .bind(&msg.conversation_id)
-                    .bind(&msg.sender_id)
-                    .bind(&msg.content)
-                    .bind(msg.created_at_ms)
-                    .bind(&msg.client_id)
-                    .bind(&msg.reply_to)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
                     let seq = seq.ok_or(StoreError::NotFound)?;
                     let row = MessageRow {
                         id: msg.id.clone(),
