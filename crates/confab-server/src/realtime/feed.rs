@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use confab_proto::{Event, Frame, Ready, Resync};
+use confab_proto::{Event, Ready, Resync};
 
 use super::hub::{CloseReason, Hub, Outgoing, SubscribeError, Subscription};
 use crate::service::{ServiceError, ServiceResult};
@@ -58,11 +58,6 @@ pub fn parse_cursor(cursor: &str) -> Option<(&str, i64)> {
     let id: i64 = id.parse().ok()?;
     let named = !instance.is_empty() && instance.bytes().all(|b| b.is_ascii_hexdigit());
     (named && id >= 0).then_some((instance, id))
-}
-
-fn frame_of(event: &Event) -> Utf8Bytes {
-    let frame = Frame::new(event, None);
-    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
 impl Feed {
@@ -119,7 +114,7 @@ impl Feed {
             replaying,
             backlog: VecDeque::new(),
         };
-        Ok(Opened { feed, first: frame_of(&first), resync: is_resync })
+        Ok(Opened { feed, first: super::frame_text(&first), resync: is_resync })
     }
 
     /// The resume cursor: the position of the last durable event handed out.

@@ -16,4 +16,13 @@ pub mod typing;
 pub mod ws;
 
 pub use feed::{Feed, FeedItem};
+
+use axum::extract::ws::Utf8Bytes;
+use confab_proto::{Event, Frame};
+
+/// The wire text of an event without a cursor (ephemeral events, answers, first frames).
+pub fn frame_text(event: &Event) -> Utf8Bytes {
+    // Serializing our own proto types cannot fail; an empty frame would be dropped by clients.
+    Utf8Bytes::from(serde_json::to_string(&Frame::new(event, None)).unwrap_or_default())
+}
 pub use hub::{CloseReason, Hub, HubConfig, PresenceChange};

@@ -15,12 +15,12 @@ use axum::extract::ws::{
 };
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use confab_proto::{Ack, ClientFrame, Event, Frame, FrameError, SendMessage};
+use confab_proto::{Ack, ClientFrame, Event, FrameError, SendMessage};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 
-use super::{CloseReason, FeedItem};
+use super::{CloseReason, FeedItem, frame_text};
 use crate::api::AppState;
 use crate::api::error::error_response;
 use crate::api::extract::AppQuery;
@@ -157,10 +157,6 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         let _ = send(&mut sink, Message::Close(Some(frame))).await;
     }
-}
-
-fn frame_text(event: &Event) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::to_string(&Frame::new(event, None)).unwrap_or_default())
 }
 
 fn error_frame(code: &str, message: &str, client_id: Option<String>) -> Utf8Bytes {

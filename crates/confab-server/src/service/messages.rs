@@ -163,10 +163,21 @@ impl Service {
         conversation_id: &str,
         seq: i64,
     ) -> ServiceResult<i64> {
+        self.access_watermark(user, conversation_id, seq).await?;
+        Ok(self.store.mark_read(conversation_id, &user.id, seq).await?)
+    }
+
+    /// The gate and the rule shared by read and delivery receipts.
+    pub(super) async fn access_watermark(
+        &self,
+        user: &AuthUser,
+        conversation_id: &str,
+        seq: i64,
+    ) -> ServiceResult<()> {
         self.access_conversation(user, conversation_id).await?;
         if seq < 0 {
             return Err(ServiceError::invalid("seq", "must not be negative"));
         }
-        Ok(self.store.mark_read(conversation_id, &user.id, seq).await?)
+        Ok(())
     }
 }

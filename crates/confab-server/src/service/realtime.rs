@@ -4,18 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
-use confab_proto::{Event, Frame, Presence, Typing};
+use confab_proto::{Event, Presence, Typing};
 use tokio::sync::mpsc;
 
-use super::{AuthUser, Service, ServiceError, ServiceResult};
+use super::{AuthUser, Service, ServiceResult};
 use crate::realtime::feed::Opened;
-use crate::realtime::{Feed, PresenceChange};
+use crate::realtime::{Feed, PresenceChange, frame_text};
 use crate::time::{from_ms, now_ms};
-
-fn frame_text(event: &Event) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::to_string(&Frame::new(event, None)).unwrap_or_default())
-}
 
 impl Service {
     /// Starts `user`'s event stream from `cursor` (see [`Feed::open`]).
@@ -67,10 +62,7 @@ impl Service {
         conversation_id: &str,
         seq: i64,
     ) -> ServiceResult<i64> {
-        self.access_conversation(user, conversation_id).await?;
-        if seq < 0 {
-            return Err(ServiceError::invalid("seq", "must not be negative"));
-        }
+        self.access_watermark(user, conversation_id, seq).await?;
         Ok(self.store.mark_delivered(conversation_id, &user.id, seq).await?)
     }
 
