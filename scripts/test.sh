@@ -3,7 +3,8 @@
 #
 # Tests start real servers on 127.0.0.1 port 0 with temporary data folders. The WebSocket
 # interoperability test drives the server with Python's `websockets` library, installed here
-# into ./.venv (from PyPI) when missing.
+# into ./.venv (from PyPI) when missing; the browser tests need Debian's Chromium at
+# /usr/bin/chromium and install their npm packages into e2e/node_modules when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,7 @@ cargo test --workspace --locked
 
 echo "== benchmark harness smoke run (tiny, no timing assertions)"
 cargo run --quiet --locked -p confab-bench -- send --senders 2 --receivers 2 --seconds 1 --check
+
+echo "== browser tests: the web client in Chromium"
+cargo build --quiet --locked -p confab-server --bin confab
+CONFAB_BIN="$PWD/target/debug/confab" ./e2e/run.sh

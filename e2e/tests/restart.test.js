@@ -1,0 +1,63 @@
+// The server restarts mid-conversation: the client shows it is offline, queues what is typed
+// meanwhile, reconnects and resumes, and no message is lost or shown twice.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { ConfabServer } from "../lib/server.js";
+import { launchBrowser, openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually } from "../lib/harness.js";
+
+/** @type {ConfabServer} */ let server;
+/** @type {import("playwright-core").Browser} */ let browser;
+
+before(async () => {
+  server = await ConfabServer.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.dispose();
+});
+
+async function countOf(page, text) {
+  return page.getByTestId("message-text").getByText(text, { exact: true }).count();
+}
+
+test("a server restart loses and duplicates nothing", async () => {
+  const alice = await openUser(browser, server.url, uniqueName("alice"));
+  const bob = await openUser(browser, server.url, uniqueName("bob"));
+  await startDirectChat(alice.page, bob.username);
+  await sendText(alice.page, "Before the restart");
+  await openConversation(bob.page, alice.username);
+  await waitForMessage(bob.page, "Before the restart");
+
+  await server.stop();
+  await alice.page.getByTestId("offline-banner").waitFor();
+  await sendText(alice.page, "Typed while the server was down");
+  const queued = await waitForMessage(alice.page, "Typed while the server was down");
+  await eventually(async () => assert.equal(await queued.getAttribute("data-status"), "queued"));
+  await screenshot(alice.page, "offline-queued");
+
+  await server.spawn();
+  await alice.page.getByTestId("offline-banner").waitFor({ state: "hidden" });
+  await waitForMessage(bob.page, "Typed while the server was down");
+  await eventually(async () => assert.ok(["sent", "delivered", "read"].includes(await (await waitForMessage(alice.page, "Typed while the server was down")).getAttribute("data-status") ?? "")));
+
+  await sendText(bob.page, "Back online, got it");
+  await waitForMessage(alice.page, "Back online, got it");
+
+  for (const who of [alice, bob]) {
+    for (const text of ["Before the restart", "Typed while the server was down", "Back online, got it"]) {
+      assert.equal(await countOf(who.page, text), 1, `${who.username} sees "${text}" once`);
+    }
+  }
+  // The server agrees after a reload.
+  await alice.page.reload();
+  await waitForMessage(alice.page, "Back online, got it");
+  for (const text of ["Before the restart", "Typed while the server was down", "Back online, got it"]) {
+    assert.equal(await countOf(alice.page, text), 1);
+  }
+  for (const who of [alice, bob]) {
+    assert.deepEqual(who.errors, []);
+    await who.context.close();
+  }
+});
