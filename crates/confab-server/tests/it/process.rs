@@ -383,8 +383,12 @@ async fn sigterm_answers_every_request_in_flight_and_closes_every_socket_with_a_
     const REQUESTS: usize = 200;
     const SOCKETS: usize = 50;
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        ServerProcess::start(dir.path(), &["--max-connections-per-user", "100"], &[]).await;
+    let server = ServerProcess::start(
+        dir.path(),
+        &["--max-connections-per-user", "100", "--shutdown-drain-ms", "2000"],
+        &[],
+    )
+    .await;
     let mut alice = Client::new(&server.base_url);
     alice.register("alice", PASSWORD).await.unwrap();
     let mut bob = Client::new(&server.base_url);
