@@ -1,6 +1,7 @@
 // api.js — the only place that calls fetch. Speaks the REST API as JSON with the session cookie
-// (same-origin requests pass the server's Fetch-Metadata CSRF check) and throws ApiError with
-// the server's stable error `code`; network failures become code "network".
+// and throws ApiError with the server's stable error `code`; network failures become code
+// "network". State-changing calls carry the session's CSRF token (from the readable
+// `confab_csrf` cookie the server sets at sign-in) in `X-CSRF-Token`.
 
 export class ApiError extends Error {
   /** @param {number} status 0 when the server could not be reached */
@@ -23,9 +24,22 @@ export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
+/** The CSRF token of the current session, or "" when signed out. */
+function csrfToken() {
+  for (const part of document.cookie.split(";")) {
+    const [name, ...rest] = part.trim().split("=");
+    if (name === "confab_csrf") return rest.join("=");
+  }
+  return "";
+}
+
 async function call(method, path, body) {
   /** @type {RequestInit} */
   const init = { method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } };
+  if (method !== "GET" && method !== "HEAD") {
+    const token = csrfToken();
+    if (token) init.headers["X-CSRF-Token"] = token;
+  }
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);

@@ -242,6 +242,31 @@ impl Client {
         Ok(list.users)
     }
 
+    /// `GET /api/sessions`: the account's signed-in sessions, most recently used first.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>> {
+        let list: SessionList = self.get_json("/api/sessions").await?;
+        Ok(list.sessions)
+    }
+
+    /// `DELETE /api/sessions/{id}` (204): signs one session out.
+    pub async fn revoke_session(&self, id: &str) -> Result<()> {
+        let path = format!("/api/sessions/{}", encode_segment(id));
+        self.call_empty(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `DELETE /api/sessions`: signs out every other session; answers how many.
+    pub async fn revoke_other_sessions(&self) -> Result<u64> {
+        let request = self.raw(Method::DELETE, "/api/sessions");
+        let revoked: RevokedSessions = self.send(request, &[200]).await?.value;
+        Ok(revoked.revoked)
+    }
+
+    /// `POST /api/me/password` (204): changes the password; other sessions are signed out.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<()> {
+        let body = ChangePassword { current_password: current.into(), new_password: new.into() };
+        self.call_empty(Method::POST, "/api/me/password", Some(&body)).await
+    }
+
     /// `GET /healthz`: succeeds once the server is ready.
     pub async fn health(&self) -> Result<()> {
         let response = self.raw(Method::GET, "/healthz").send().await?;

@@ -40,6 +40,49 @@ pub struct Credentials {
 pub struct AuthResponse {
     pub user: User,
     pub token: String,
+    /// For browsers using the session cookie: send it as `X-CSRF-Token` on every state-changing
+    /// request (it is also in the readable `confab_csrf` cookie). Bearer clients ignore it.
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// One signed-in session of the caller, in `GET /api/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// Opaque; `DELETE /api/sessions/{id}` revokes it.
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Accurate to about a minute.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The `User-Agent` that signed in, shortened.
+    pub user_agent: Option<String>,
+    /// The client address that signed in.
+    pub ip: Option<String>,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+/// `GET /api/sessions` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `DELETE /api/sessions` answer: how many other sessions were signed out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevokedSessions {
+    pub revoked: u64,
+}
+
+/// `POST /api/me/password` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
 }
 
 /// `GET /api/users?q=` answer.

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio::net::TcpListener;
 
+use crate::api::client::NetPolicy;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::realtime::{Hub, HubConfig};
@@ -24,6 +25,7 @@ use crate::store::sqlite::SqliteStore;
 
 pub struct App {
     listener: TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     service: Arc<Service>,
     router: axum::Router,
     draining: Arc<AtomicBool>,
@@ -41,22 +43,44 @@ impl App {
         });
         let hub = Arc::new(hub);
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_url(&config.database_url, config.sqlite_sync_full, hub.clone())
-                .await?,
+            SqliteStore::open_url(
+                &config.database_url,
+                config.sqlite_sync_full,
+                hub.clone(),
+                config.keyring.clone(),
+            )
+            .await?,
         );
-        let service = Arc::new(Service::new(store, hub, Limits::from(&config)).await?);
+        let service =
+            Arc::new(Service::new(store, hub, Limits::from(&config), &config.rates).await?);
         service.prune_events().await.context("prune the event log")?;
+        service.prune_sessions().await.context("prune stale sessions")?;
         service.spawn_background(presence);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;
         let draining = Arc::new(AtomicBool::new(false));
-        let router = api::router(AppState { service: service.clone() }, max_body_bytes)
+        let net = Arc::new(NetPolicy {
+            tls: config.tls.is_some(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        });
+        let state = AppState { service: service.clone(), net };
+        let router = api::router(state, max_body_bytes)
             .layer(middleware::from_fn_with_state(draining.clone(), refuse_while_draining));
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!("load TLS certificate {} and key {}", cert.display(), key.display())
+                    })?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
         let drain = Duration::from_millis(config.shutdown_drain_ms);
-        Ok(App { listener, service, router, draining, drain })
+        Ok(App { listener, tls, service, router, draining, drain })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -69,23 +93,43 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "confab listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.local_addr(), scheme, "confab listening");
         let hub = self.service.hub().clone();
         let (draining, drain) = (self.draining.clone(), self.drain);
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("draining");
-                // New requests get a JSON 503 while requests already on their way arrive;
-                // then the listener closes and the in-flight requests finish.
-                draining.store(true, Ordering::SeqCst);
-                // Streams and sockets never finish by themselves: end them (WebSockets with
-                // 1012, "restarting") so clients reconnect elsewhere or after the restart.
-                hub.shutdown();
-                tokio::time::sleep(drain).await;
-            })
-            .await
-            .context("serve");
+        // New requests get a JSON 503 while requests already on their way arrive; then the
+        // listener closes and the in-flight requests finish. Streams and sockets never finish by
+        // themselves: end them (WebSockets with 1012, "restarting") so clients reconnect
+        // elsewhere or after the restart.
+        let begin_drain = async move {
+            shutdown.await;
+            tracing::info!("draining");
+            draining.store(true, Ordering::SeqCst);
+            hub.shutdown();
+            tokio::time::sleep(drain).await;
+        };
+        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(begin_drain)
+                .await
+                .context("serve"),
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    begin_drain.await;
+                    stopper.graceful_shutdown(None);
+                });
+                let listener = self.listener.into_std().context("TLS listener")?;
+                axum_server::from_tcp_rustls(listener, tls)
+                    .context("TLS listener")?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .context("serve TLS")
+            }
+        };
         self.service.close().await;
         tracing::info!("confab stopped");
         served

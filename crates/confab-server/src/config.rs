@@ -7,9 +7,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::security::crypto::Keyring;
+use crate::security::rate::{Rate, RateConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about = "Confab: a self-hostable private messaging server")]
@@ -25,7 +31,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Encryption keys for message content at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key (32 bytes, base64) for CONFAB_ENCRYPTION_KEY.
+    Generate,
+    /// Re-encrypt every stored message under the current key (CONFAB_ENCRYPTION_KEY), reading
+    /// old ones with the retired keys. Safe while the server runs: it works in small
+    /// transactions. Plain text stored before encryption was enabled is encrypted too.
+    Rotate(Box<ServeArgs>),
 }
 
 /// Every option is also a `CONFAB_*` environment variable and a key of the TOML file.
@@ -83,6 +102,60 @@ pub struct ServeArgs {
     /// Log format: `text` or `json` [default: text]; the level comes from CONFAB_LOG or RUST_LOG
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// A session unused for this many minutes ends [default: 20160, two weeks]
+    #[arg(long, env = "CONFAB_SESSION_IDLE_MINUTES", value_name = "MINUTES")]
+    pub session_idle_minutes: Option<u32>,
+    /// PEM certificate chain: serve HTTPS and WSS (HTTP/1.1 and HTTP/2) with this and --tls-key
+    #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Proxies (IPs or CIDR networks, comma-separated) whose X-Forwarded-For and
+    /// X-Forwarded-Proto are believed [default: none]
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_name = "NETS")]
+    pub trusted_proxies: Option<String>,
+    /// Key that encrypts message content at rest: 32 bytes, base64 (`confab keys generate`).
+    /// Prefer the environment variable or --encryption-key-file to a flag [default: none,
+    /// content stored as plain text]
+    #[arg(long, env = "CONFAB_ENCRYPTION_KEY", value_name = "BASE64", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+    /// Retired keys (comma-separated), which only decrypt, during a rotation
+    #[arg(
+        long,
+        env = "CONFAB_ENCRYPTION_RETIRED_KEYS",
+        value_name = "BASE64,…",
+        hide_env_values = true
+    )]
+    pub encryption_retired_keys: Option<String>,
+    /// File holding the encryption key on its first line and retired keys on the next ones
+    #[arg(
+        long,
+        env = "CONFAB_ENCRYPTION_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "encryption_key"
+    )]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Register and login attempts per client IP: N/s, N/m or N/h, optional ,BURST; or `off`
+    /// [default: 10/s,300]
+    #[arg(long, env = "CONFAB_LIMIT_AUTH", value_name = "RATE")]
+    pub limit_auth: Option<String>,
+    /// Message sends and edits per user [default: 50/s,500]
+    #[arg(long, env = "CONFAB_LIMIT_SEND", value_name = "RATE")]
+    pub limit_send: Option<String>,
+    /// Typing notices per user [default: 5/s,20]
+    #[arg(long, env = "CONFAB_LIMIT_TYPING", value_name = "RATE")]
+    pub limit_typing: Option<String>,
+    /// WebSocket, SSE and long-poll connection attempts per client IP [default: 20/s,500]
+    #[arg(long, env = "CONFAB_LIMIT_CONNECT", value_name = "RATE")]
+    pub limit_connect: Option<String>,
+    /// History pages and user searches per user [default: 50/s,500]
+    #[arg(long, env = "CONFAB_LIMIT_READ", value_name = "RATE")]
+    pub limit_read: Option<String>,
+    /// Wrong passwords in a row before an account's logins back off (5 s, doubling up to
+    /// 15 min) [default: 5]
+    #[arg(long, env = "CONFAB_LOGIN_FAILURES", value_name = "N")]
+    pub login_failures: Option<u32>,
 }
 
 impl ServeArgs {
@@ -107,6 +180,19 @@ impl ServeArgs {
             event_retention_days: self.event_retention_days.or(file.event_retention_days),
             shutdown_drain_ms: self.shutdown_drain_ms.or(file.shutdown_drain_ms),
             log_format: self.log_format.or(file.log_format),
+            session_idle_minutes: self.session_idle_minutes.or(file.session_idle_minutes),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
+            encryption_key: self.encryption_key.or(file.encryption_key),
+            encryption_retired_keys: self.encryption_retired_keys.or(file.encryption_retired_keys),
+            encryption_key_file: self.encryption_key_file.or(file.encryption_key_file),
+            limit_auth: self.limit_auth.or(file.limit_auth),
+            limit_send: self.limit_send.or(file.limit_send),
+            limit_typing: self.limit_typing.or(file.limit_typing),
+            limit_connect: self.limit_connect.or(file.limit_connect),
+            limit_read: self.limit_read.or(file.limit_read),
+            login_failures: self.login_failures.or(file.login_failures),
         }
     }
 }
@@ -137,6 +223,13 @@ pub struct Config {
     pub event_retention_ms: i64,
     pub shutdown_drain_ms: u64,
     pub log_format: LogFormat,
+    pub session_idle_ms: i64,
+    /// Certificate chain and key files: serve TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Encrypts message content at rest when set.
+    pub keyring: Option<Arc<Keyring>>,
+    pub rates: RateConfig,
 }
 
 impl Config {
@@ -210,7 +303,76 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("--log-format: expected `text` or `json`, got {other:?}"),
         };
+        let session_idle_minutes = args.session_idle_minutes.unwrap_or(14 * 24 * 60);
+        if !(1..=10 * 365 * 24 * 60).contains(&session_idle_minutes) {
+            bail!("--session-idle-minutes: must be between 1 and 5256000");
+        }
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let trusted_proxies = args
+            .trusted_proxies
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!("--trusted-proxies: {s:?} is not an IP or network")
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let keyring = match (args.encryption_key, args.encryption_key_file) {
+            (Some(key), _) => {
+                Some(Keyring::new(&key, args.encryption_retired_keys.as_deref().unwrap_or(""))?)
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("--encryption-key-file: cannot read {}", path.display())
+                })?;
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                let current = lines.next().with_context(|| {
+                    format!("--encryption-key-file: {} holds no key", path.display())
+                })?;
+                let mut retired: Vec<&str> = lines.collect();
+                let extra = args.encryption_retired_keys.unwrap_or_default();
+                retired.extend(extra.split(','));
+                Some(Keyring::new(current, &retired.join(","))?)
+            }
+            (None, None) if args.encryption_retired_keys.is_some() => {
+                bail!("--encryption-retired-keys needs a current --encryption-key")
+            }
+            (None, None) => None,
+        }
+        .map(Arc::new);
+        let defaults = RateConfig::default();
+        let rate = |value: Option<String>, flag: &str, default: Option<Rate>| match value {
+            None => Ok(default),
+            Some(v) if v.trim() == "off" => Ok(None),
+            Some(v) => v.parse::<Rate>().map(Some).map_err(|e| anyhow::anyhow!("--{flag}: {e}")),
+        };
+        let rates = RateConfig {
+            auth_per_ip: rate(args.limit_auth, "limit-auth", defaults.auth_per_ip)?,
+            send_per_user: rate(args.limit_send, "limit-send", defaults.send_per_user)?,
+            typing_per_user: rate(args.limit_typing, "limit-typing", defaults.typing_per_user)?,
+            connect_per_ip: rate(args.limit_connect, "limit-connect", defaults.connect_per_ip)?,
+            read_per_user: rate(args.limit_read, "limit-read", defaults.read_per_user)?,
+            login_failures: args.login_failures.unwrap_or(defaults.login_failures),
+        };
+        if !(1..=1000).contains(&rates.login_failures) {
+            bail!("--login-failures: must be between 1 and 1000");
+        }
         Ok(Config {
+            session_idle_ms: i64::from(session_idle_minutes) * 60 * 1000,
+            tls,
+            trusted_proxies,
+            keyring,
+            rates,
             listen: args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,
             database_url,

@@ -2,14 +2,19 @@
 
 use clap::Parser;
 use confab_server::App;
-use confab_server::config::{Cli, Command, Config, LogFormat};
+use confab_server::config::{Cli, Command, Config, KeysCommand, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
+        Some(Command::Keys(KeysCommand::Generate)) => {
+            println!("{}", confab_server::security::crypto::generate_key());
+            return Ok(());
+        }
+        Some(Command::Keys(KeysCommand::Rotate(args))) => return rotate(*args).await,
         None => cli.serve,
     };
     let config = Config::from_args(args)?;
@@ -23,6 +28,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = App::build(config).await?;
     app.run(shutdown_signal()).await
+}
+
+/// `confab keys rotate`: re-encrypts stored content under the current key.
+async fn rotate(args: confab_server::config::ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    let keys = config.keyring.clone().ok_or_else(|| {
+        anyhow::anyhow!("set CONFAB_ENCRYPTION_KEY (or --encryption-key-file) to the new key")
+    })?;
+    let done =
+        confab_server::store::sqlite::rotate_keys(&config.database_url, keys.clone()).await?;
+    println!(
+        "re-encrypted {} messages and {} events under key {}",
+        done.messages,
+        done.events,
+        keys.current_id()
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message"}}` with stable, snake_case codes.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_proto::{ErrorBody, ErrorDetail};
 
@@ -26,7 +26,7 @@ impl ServiceError {
             ServiceError::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ServiceError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -45,7 +45,11 @@ impl IntoResponse for ServiceError {
             ServiceError::NotFound => "not found".to_owned(),
             other => other.to_string(),
         };
-        error_response(status, code, message)
+        let mut response = error_response(status, code, message);
+        if let ServiceError::RateLimited { retry_after_secs, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
     }
 }
 
@@ -63,7 +67,7 @@ mod tests {
             (ServiceError::Malformed("x".into()), 400, "invalid_input"),
             (ServiceError::Conflict("x".into()), 409, "conflict"),
             (ServiceError::TooLarge("x".into()), 413, "payload_too_large"),
-            (ServiceError::RateLimited("x".into()), 429, "rate_limited"),
+            (ServiceError::rate_limited("x", 3), 429, "rate_limited"),
             (ServiceError::Unavailable("x".into()), 503, "unavailable"),
             (ServiceError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
         ];
@@ -71,6 +75,16 @@ mod tests {
             let (s, c) = error.status_and_code();
             assert_eq!((s.as_u16(), c), (status, code));
         }
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after() {
+        let response = ServiceError::rate_limited("slow down", 7).into_response();
+
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"7"[..])
+        );
     }
 
     #[tokio::test]

@@ -8,10 +8,15 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::security::session::csrf_matches;
 use crate::service::{AuthUser, ServiceError};
 
 /// The session cookie set at login for browsers.
 pub const SESSION_COOKIE: &str = "confab_session";
+/// The readable cookie holding the session's CSRF token, for the web client to send back.
+pub const CSRF_COOKIE: &str = "confab_csrf";
+/// The header a cookie-authenticated state-changing request carries the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// A JSON body. The content type is not checked (any client may post JSON); cross-site form
 /// posts are stopped by the CSRF layer. Syntax errors answer 400, wrong shapes 422, bodies
@@ -90,7 +95,19 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let (token, via_cookie) =
             request_token(parts).ok_or(ServiceError::Unauthenticated("authentication required"))?;
-        app.service.authenticate(token, via_cookie).await
+        let user = app.service.authenticate(token, via_cookie).await?;
+        // A browser sends the cookie with any request, including one a hostile page makes it
+        // send: a state-changing request must also prove it read the CSRF token.
+        if via_cookie && !parts.method.is_safe() {
+            let presented =
+                parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !csrf_matches(token, presented) {
+                return Err(ServiceError::Forbidden(
+                    "missing or wrong X-CSRF-Token for a cookie-authenticated request",
+                ));
+            }
+        }
+        Ok(user)
     }
 }
 

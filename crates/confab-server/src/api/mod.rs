@@ -5,6 +5,7 @@
 //! proto types, by registering each route through `OpenApiRouter`.
 
 mod auth;
+pub mod client;
 mod conversations;
 pub mod error;
 pub mod extract;
@@ -37,6 +38,7 @@ use error::error_response;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
+    pub net: Arc<client::NetPolicy>,
 }
 
 #[derive(OpenApi)]
@@ -74,6 +76,7 @@ async fn healthz() -> Json<Health> {
 
 /// The whole HTTP application. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let hsts = state.net.tls;
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(auth::register))
@@ -81,6 +84,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me, realtime::update_me))
         .routes(routes!(auth::search_users))
+        .routes(routes!(auth::list_sessions, auth::revoke_other_sessions))
+        .routes(routes!(auth::revoke_session))
+        .routes(routes!(auth::change_password))
         .routes(routes!(conversations::list_conversations, conversations::create_conversation))
         .routes(routes!(conversations::get_conversation, conversations::rename_conversation))
         .routes(routes!(conversations::add_participants))
@@ -138,6 +144,30 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     .layer(SetResponseHeaderLayer::if_not_present(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    ))
+    // JSON and streams render nothing: forbid everything. The web client's pages set their own
+    // (still strict) policy, which this does not overwrite.
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        axum::http::HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static(
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+        ),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        axum::http::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::STRICT_TRANSPORT_SECURITY,
+        hsts.then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
     ))
     .layer(TraceLayer::new_for_http())
     .layer(CatchPanicLayer::custom(panic_response))

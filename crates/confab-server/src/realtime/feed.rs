@@ -68,11 +68,12 @@ impl Feed {
         hub: &Arc<Hub>,
         store: Arc<dyn Store>,
         user_id: &str,
+        session: &str,
         cursor: Option<&str>,
         replay_limit: i64,
     ) -> ServiceResult<Opened> {
-        let sub = hub.subscribe(user_id).map_err(|e| match e {
-            SubscribeError::TooMany => ServiceError::RateLimited(e.to_string()),
+        let sub = hub.subscribe(user_id, session).map_err(|e| match e {
+            SubscribeError::TooMany => ServiceError::rate_limited(e.to_string(), 5),
             SubscribeError::ShuttingDown => ServiceError::Unavailable(e.to_string()),
         })?;
         let bounds = store.event_bounds().await?;

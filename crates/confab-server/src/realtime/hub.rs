@@ -24,6 +24,8 @@ pub enum CloseReason {
     Lagging,
     /// The server is shutting down; reconnect (to another node, or after the restart).
     Shutdown,
+    /// The session was signed out or revoked; sign in again.
+    Revoked,
 }
 
 /// What a connection's queue carries.
@@ -61,6 +63,8 @@ pub enum SubscribeError {
 
 struct Conn {
     id: u64,
+    /// The token hash of the session that opened it, so revoking the session closes it.
+    session: String,
     tx: mpsc::Sender<Outgoing>,
     /// Taken when the hub tells the connection to close.
     close: Option<oneshot::Sender<CloseReason>>,
@@ -122,6 +126,7 @@ impl Hub {
     pub fn subscribe(
         self: &std::sync::Arc<Self>,
         user_id: &str,
+        session: &str,
     ) -> Result<Subscription, SubscribeError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(SubscribeError::ShuttingDown);
@@ -135,7 +140,7 @@ impl Hub {
             if entry.conns.len() >= self.config.max_connections_per_user {
                 return Err(SubscribeError::TooMany);
             }
-            entry.conns.push(Conn { id, tx, close: Some(close_tx) });
+            entry.conns.push(Conn { id, session: session.to_owned(), tx, close: Some(close_tx) });
             entry.generation += 1;
             let came_online = !entry.online;
             entry.online = true;
@@ -183,6 +188,18 @@ impl Hub {
         };
         if went_offline {
             let _ = self.presence.send(PresenceChange::Offline(user_id.to_owned()));
+        }
+    }
+
+    /// Closes `user_id`'s connections opened by any of `sessions` (token hashes) with
+    /// [`CloseReason::Revoked`].
+    pub fn close_sessions(&self, user_id: &str, sessions: &[String]) {
+        let mut users = self.lock();
+        let Some(entry) = users.get_mut(user_id) else { return };
+        for conn in entry.conns.iter_mut().filter(|c| sessions.contains(&c.session)) {
+            if let Some(close) = conn.close.take() {
+                let _ = close.send(CloseReason::Revoked);
+            }
         }
     }
 
@@ -277,8 +294,8 @@ mod tests {
     #[tokio::test]
     async fn events_reach_only_their_recipients() {
         let (hub, _presence) = hub(8);
-        let mut alice = hub.subscribe("alice").expect("subscribe");
-        let mut eve = hub.subscribe("eve").expect("subscribe");
+        let mut alice = hub.subscribe("alice", "s").expect("subscribe");
+        let mut eve = hub.subscribe("eve", "s").expect("subscribe");
 
         hub.publish(vec![event(1, "alice")]);
 
@@ -289,8 +306,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_closes_the_slow_connection_only() {
         let (hub, _presence) = hub(1);
-        let mut slow = hub.subscribe("bob").expect("subscribe");
-        let mut fast = hub.subscribe("bob").expect("subscribe");
+        let mut slow = hub.subscribe("bob", "s").expect("subscribe");
+        let mut fast = hub.subscribe("bob", "s").expect("subscribe");
 
         hub.publish(vec![event(1, "bob")]);
         assert!(fast.rx.try_recv().is_ok());
@@ -304,17 +321,17 @@ mod tests {
     #[tokio::test]
     async fn the_connection_limit_is_per_user() {
         let (hub, _presence) = hub(1);
-        let _a = hub.subscribe("bob").expect("first");
-        let _b = hub.subscribe("bob").expect("second");
+        let _a = hub.subscribe("bob", "s").expect("first");
+        let _b = hub.subscribe("bob", "s").expect("second");
 
-        assert!(matches!(hub.subscribe("bob"), Err(SubscribeError::TooMany)));
-        assert!(hub.subscribe("carol").is_ok());
+        assert!(matches!(hub.subscribe("bob", "s"), Err(SubscribeError::TooMany)));
+        assert!(hub.subscribe("carol", "s").is_ok());
     }
 
     #[tokio::test]
     async fn presence_goes_offline_after_the_grace_period_of_the_last_connection() {
         let (hub, mut presence) = hub(1);
-        let first = hub.subscribe("bob").expect("subscribe");
+        let first = hub.subscribe("bob", "s").expect("subscribe");
         assert_eq!(presence.recv().await, Some(PresenceChange::Online("bob".into())));
 
         drop(first);

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::FeedItem;
 use crate::api::AppState;
+use crate::api::client::Caller;
 use crate::api::extract::AppQuery;
 use crate::service::{AuthUser, ServiceResult};
 
@@ -39,26 +40,33 @@ pub struct PollParams {
         (status = 200, description = "Events after the cursor", body = confab_proto::PollResponse),
         (status = 400, description = "Unparsable parameters", body = confab_proto::ErrorBody),
         (status = 401, description = "Not signed in", body = confab_proto::ErrorBody),
+        (status = 429, description = "Too many connections for this user, or connection attempts from this address", body = confab_proto::ErrorBody),
     ))]
 pub async fn poll(
     State(app): State<AppState>,
+    caller: Caller,
     user: AuthUser,
     AppQuery(params): AppQuery<PollParams>,
 ) -> Response {
-    match collect(&app, &user, params).await {
+    match collect(&app, &user, caller.meta.ip, params).await {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn collect(app: &AppState, user: &AuthUser, params: PollParams) -> ServiceResult<String> {
+async fn collect(
+    app: &AppState,
+    user: &AuthUser,
+    ip: std::net::IpAddr,
+    params: PollParams,
+) -> ServiceResult<String> {
     let wait =
         Duration::from_secs(params.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS).min(MAX_TIMEOUT_SECS));
     let Some(cursor) = params.cursor.filter(|c| !c.trim().is_empty()) else {
         let head = app.service.event_head().await?;
         return Ok(format!(r#"{{"events":[],"cursor":"{head}"}}"#));
     };
-    let opened = app.service.open_feed(user, Some(&cursor)).await?;
+    let opened = app.service.open_feed(user, ip, Some(&cursor)).await?;
     let mut feed = opened.feed;
     let mut frames: Vec<String> = Vec::new();
     if opened.resync {

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::FeedItem;
 use super::ws::StreamParams;
 use crate::api::AppState;
+use crate::api::client::Caller;
 use crate::api::extract::AppQuery;
 use crate::service::AuthUser;
 
@@ -31,17 +32,18 @@ const BUFFER: usize = 64;
     responses(
         (status = 200, description = "An event stream (text/event-stream)"),
         (status = 401, description = "Not signed in", body = confab_proto::ErrorBody),
-        (status = 429, description = "Too many connections for this user", body = confab_proto::ErrorBody),
+        (status = 429, description = "Too many connections for this user, or connection attempts from this address", body = confab_proto::ErrorBody),
     ))]
 pub async fn events(
     State(app): State<AppState>,
+    caller: Caller,
     user: AuthUser,
     headers: HeaderMap,
     AppQuery(params): AppQuery<StreamParams>,
 ) -> Response {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let cursor = last_event_id.or(params.cursor.as_deref());
-    let opened = match app.service.open_feed(&user, cursor).await {
+    let opened = match app.service.open_feed(&user, caller.meta.ip, cursor).await {
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };

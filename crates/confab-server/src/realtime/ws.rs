@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::{CloseReason, FeedItem, frame_text};
 use crate::api::AppState;
+use crate::api::client::Caller;
 use crate::api::error::error_response;
 use crate::api::extract::AppQuery;
 use crate::service::{AuthUser, ServiceError};
@@ -36,6 +37,8 @@ const MAX_CLIENT_FRAME: usize = 256 * 1024;
 pub const CLOSE_SHUTDOWN: u16 = 1012;
 pub const CLOSE_LAGGING: u16 = 4008;
 pub const CLOSE_IDLE: u16 = 4001;
+/// The session was signed out or revoked: reconnecting with it will fail; sign in again.
+pub const CLOSE_REVOKED: u16 = 4003;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -62,10 +65,11 @@ fn same_origin(headers: &HeaderMap) -> bool {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "Not signed in", body = confab_proto::ErrorBody),
         (status = 403, description = "Cookie-authenticated upgrade from another origin", body = confab_proto::ErrorBody),
-        (status = 429, description = "Too many connections for this user", body = confab_proto::ErrorBody),
+        (status = 429, description = "Too many connections for this user, or connection attempts from this address", body = confab_proto::ErrorBody),
     ))]
 pub async fn websocket(
     State(app): State<AppState>,
+    caller: Caller,
     user: AuthUser,
     headers: HeaderMap,
     AppQuery(params): AppQuery<StreamParams>,
@@ -80,7 +84,8 @@ pub async fn websocket(
     if user.via_cookie && !same_origin(&headers) {
         return ServiceError::Forbidden("cross-origin WebSocket refused").into_response();
     }
-    let opened = match app.service.open_feed(&user, params.cursor.as_deref()).await {
+    let opened = match app.service.open_feed(&user, caller.meta.ip, params.cursor.as_deref()).await
+    {
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };
@@ -118,6 +123,9 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
                 }
                 Ok(FeedItem::Close(CloseReason::Lagging)) => {
                     break Some((CLOSE_LAGGING, "too slow: reconnect and resume from your cursor"));
+                }
+                Ok(FeedItem::Close(CloseReason::Revoked)) => {
+                    break Some((CLOSE_REVOKED, "session ended: sign in again"));
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "event stream failed");

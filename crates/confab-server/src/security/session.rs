@@ -22,6 +22,22 @@ pub fn new_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The CSRF token of a session: derived from the session token, so it needs no storage, and
+/// one-way, so it reveals nothing about the session token. The web client reads it from the
+/// `confab_csrf` cookie (or the login answer) and sends it as `X-CSRF-Token`.
+pub fn csrf_token(token: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"confab csrf v1\0");
+    hasher.update(token.as_bytes());
+    URL_SAFE_NO_PAD.encode(hasher.finalize())
+}
+
+/// Whether `presented` is the CSRF token of session `token`, in constant time.
+pub fn csrf_matches(token: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    csrf_token(token).as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
 /// What the database keeps of a token.
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
@@ -36,6 +52,26 @@ pub fn token_hash(token: &str) -> String {
 pub struct CachedSession {
     pub user: User,
     pub expires_at_ms: i64,
+    /// The last request made with this session (idle timeout).
+    pub last_used_ms: i64,
+    /// When `last_used_ms` was last written to the database: it is written at most once a
+    /// minute, not on every request.
+    pub stored_last_used_ms: i64,
+}
+
+/// How stale the stored last use of a session may get.
+pub const LAST_USED_GRANULARITY_MS: i64 = 60_000;
+
+/// What [`SessionCache::use_session`] found.
+pub enum Lookup {
+    /// Live; `store_last_used` says the database's last use is due for an update.
+    Live {
+        session: CachedSession,
+        store_last_used: bool,
+    },
+    /// Expired or idle too long: removed.
+    Ended,
+    NotCached,
 }
 
 /// Sessions known to be valid, by token hash.
@@ -50,17 +86,24 @@ impl SessionCache {
         SessionCache { capacity, entries: Mutex::new(HashMap::new()) }
     }
 
-    /// The live session for `hash`, if cached. Expired entries are dropped.
-    pub fn get(&self, hash: &str) -> Option<CachedSession> {
+    /// The session for `hash`, marked used now. Sessions past their expiry or idle for longer
+    /// than `idle_ms` are dropped.
+    pub fn use_session(&self, hash: &str, idle_ms: i64) -> Lookup {
+        let now = now_ms();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(hash) {
-            Some(s) if s.expires_at_ms > now_ms() => Some(s.clone()),
-            Some(_) => {
-                entries.remove(hash);
-                None
-            }
-            None => None,
+        let Some(s) = entries.get_mut(hash) else {
+            return Lookup::NotCached;
+        };
+        if s.expires_at_ms <= now || now - s.last_used_ms > idle_ms {
+            entries.remove(hash);
+            return Lookup::Ended;
         }
+        s.last_used_ms = now;
+        let store_last_used = now - s.stored_last_used_ms >= LAST_USED_GRANULARITY_MS;
+        if store_last_used {
+            s.stored_last_used_ms = now;
+        }
+        Lookup::Live { session: s.clone(), store_last_used }
     }
 
     pub fn insert(&self, hash: String, session: CachedSession) {
@@ -98,15 +141,32 @@ mod tests {
             username: "alice".into(),
             created_at: time::OffsetDateTime::UNIX_EPOCH,
         };
-        cache.insert(
-            "live".into(),
-            CachedSession { user: user.clone(), expires_at_ms: now_ms() + 60_000 },
-        );
-        cache.insert("old".into(), CachedSession { user, expires_at_ms: now_ms() - 1 });
+        let now = now_ms();
+        let session = |expires_at_ms, last_used_ms| CachedSession {
+            user: user.clone(),
+            expires_at_ms,
+            last_used_ms,
+            stored_last_used_ms: last_used_ms,
+        };
+        cache.insert("live".into(), session(now + 60_000, now));
+        cache.insert("old".into(), session(now - 1, now));
+        cache.insert("idle".into(), session(now + 60_000, now - 10_000));
+        let live = |l: Lookup| matches!(l, Lookup::Live { .. });
 
-        assert!(cache.get("live").is_some());
-        assert!(cache.get("old").is_none());
+        assert!(live(cache.use_session("live", 5_000)));
+        assert!(matches!(cache.use_session("old", 5_000), Lookup::Ended));
+        assert!(matches!(cache.use_session("idle", 5_000), Lookup::Ended));
         cache.remove("live");
-        assert!(cache.get("live").is_none());
+        assert!(matches!(cache.use_session("live", 5_000), Lookup::NotCached));
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let (a, b) = (new_token(), new_token());
+
+        assert!(csrf_matches(&a, &csrf_token(&a)));
+        assert!(!csrf_matches(&a, &csrf_token(&b)));
+        assert!(!csrf_matches(&a, ""));
+        assert_ne!(csrf_token(&a), a);
     }
 }

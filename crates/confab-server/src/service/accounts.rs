@@ -1,11 +1,12 @@
 //! Accounts and sessions: register, login, logout, authenticate, look up users.
 
-use confab_proto::{AuthResponse, Me, UpdateMe, User};
+use confab_proto::{AuthResponse, Me, SessionInfo, UpdateMe, User};
 
-use super::{Service, ServiceError, ServiceResult, new_id};
-use crate::security::session::{CachedSession, new_token, token_hash};
-use crate::store::{NewUser, StoreError};
-use crate::time::now_ms;
+use super::{ClientMeta, Service, ServiceError, ServiceResult, ceil_secs, new_id, plausible_id};
+use crate::security::rate::{Key, Limit};
+use crate::security::session::{CachedSession, Lookup, csrf_token, new_token, token_hash};
+use crate::store::{NewSession, NewUser, StoreError};
+use crate::time::{from_ms, now_ms};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -40,11 +41,40 @@ fn validate_password(password: &str) -> ServiceResult<()> {
     if !(8..=1024).contains(&password.len()) {
         return Err(ServiceError::invalid("password", "must be 8-1024 bytes"));
     }
+    if password.contains('\0') {
+        return Err(ServiceError::invalid("password", "must not contain NUL characters"));
+    }
     Ok(())
 }
 
+/// The username with look-alike characters folded together, lowercase: two usernames with the
+/// same skeleton (`alice` / `AL1CE`, `bob.smith` / `bob_smith`, `modern` / `rnodern`) would be
+/// mistaken for each other, so the second is refused. Must match the SQL expression in the
+/// migration `0004_security.sql`.
+pub(crate) fn skeleton(username: &str) -> String {
+    username
+        .to_ascii_lowercase()
+        .replace('0', "o")
+        .replace(['1', 'i'], "l")
+        .replace("rn", "m")
+        .replace("vv", "w")
+        .replace(['-', '.'], "_")
+}
+
+/// Keeps what a person needs to recognise a session in a list; the rest is dropped.
+fn short_user_agent(user_agent: Option<&str>) -> Option<String> {
+    let ua: String = user_agent?.chars().filter(|c| !c.is_control()).take(200).collect();
+    (!ua.is_empty()).then_some(ua)
+}
+
 impl Service {
-    pub async fn register(&self, username: &str, password: &str) -> ServiceResult<AuthResponse> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientMeta,
+    ) -> ServiceResult<AuthResponse> {
+        self.check_rate(Limit::Auth, Key::Ip(client.ip))?;
         validate_username(username)?;
         validate_password(password)?;
         let password_hash = self.passwords.hash(password).await?;
@@ -54,22 +84,39 @@ impl Service {
                 id: new_id(),
                 username: username.to_owned(),
                 username_key: username.to_ascii_lowercase(),
+                username_skeleton: skeleton(username),
                 password_hash,
                 created_at_ms: now_ms(),
             })
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(_) => ServiceError::Conflict("username is taken".into()),
+                StoreError::Conflict(_) => ServiceError::Conflict(
+                    "username is taken, or too similar to an existing one".into(),
+                ),
                 other => other.into(),
             })?;
-        self.start_session(user).await
+        self.start_session(user, client).await
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> ServiceResult<AuthResponse> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientMeta,
+    ) -> ServiceResult<AuthResponse> {
+        self.check_rate(Limit::Auth, Key::Ip(client.ip))?;
+        let account = username.to_ascii_lowercase();
+        let backoff = self.rates.logins();
+        backoff.check(&account).map_err(|wait| {
+            ServiceError::rate_limited(
+                "too many wrong passwords for this account; wait before trying again",
+                ceil_secs(wait),
+            )
+        })?;
         // Lengths outside the rules cannot match an account; still spend the hashing time so
         // that an attacker learns nothing from the answer's speed.
         let found = if username.len() <= 32 && password.len() <= 1024 {
-            self.store.user_credentials(&username.to_ascii_lowercase()).await?
+            self.store.user_credentials(&account).await?
         } else {
             None
         };
@@ -79,19 +126,42 @@ impl Service {
             .verify(password, found.as_ref().map(|c| c.password_hash.as_str()))
             .await?;
         match found {
-            Some(creds) if ok => self.start_session(creds.user).await,
-            _ => Err(ServiceError::Unauthenticated("wrong username or password")),
+            Some(creds) if ok => {
+                backoff.succeeded(&account);
+                self.start_session(creds.user, client).await
+            }
+            _ => {
+                backoff.failed(&account);
+                Err(ServiceError::Unauthenticated("wrong username or password"))
+            }
         }
     }
 
-    async fn start_session(&self, user: User) -> ServiceResult<AuthResponse> {
+    async fn start_session(&self, user: User, client: &ClientMeta) -> ServiceResult<AuthResponse> {
         let token = new_token();
         let hash = token_hash(&token);
         let now = now_ms();
         let expires_at_ms = now + self.limits.session_ttl_ms;
-        self.store.insert_session(&hash, &user.id, now, expires_at_ms).await?;
-        self.sessions.insert(hash, CachedSession { user: user.clone(), expires_at_ms });
-        Ok(AuthResponse { user, token })
+        self.store
+            .insert_session(NewSession {
+                id: new_id().replace('-', ""),
+                token_hash: hash.clone(),
+                user_id: user.id.clone(),
+                created_at_ms: now,
+                expires_at_ms,
+                user_agent: short_user_agent(client.user_agent.as_deref()),
+                ip: Some(client.ip.to_string()),
+            })
+            .await?;
+        let cached = CachedSession {
+            user: user.clone(),
+            expires_at_ms,
+            last_used_ms: now,
+            stored_last_used_ms: now,
+        };
+        self.sessions.insert(hash, cached);
+        let csrf_token = csrf_token(&token);
+        Ok(AuthResponse { user, token, csrf_token })
     }
 
     /// The session lifetime, for the cookie's Max-Age.
@@ -99,21 +169,39 @@ impl Service {
         self.limits.session_ttl_ms / 1000
     }
 
-    /// Resolves a bearer token or cookie value. Cached: no database round trip once warm.
+    /// Resolves a bearer token or cookie value. Cached: no database round trip once warm; the
+    /// last use is written at most once a minute per session.
     pub async fn authenticate(&self, token: &str, via_cookie: bool) -> ServiceResult<AuthUser> {
         const INVALID: ServiceError = ServiceError::Unauthenticated("invalid or expired session");
         if token.is_empty() || token.len() > 128 {
             return Err(INVALID);
         }
         let hash = token_hash(token);
-        let session = match self.sessions.get(&hash) {
-            Some(s) => s,
-            None => {
+        let idle = self.limits.session_idle_ms;
+        let session = match self.sessions.use_session(&hash, idle) {
+            Lookup::Live { session, store_last_used } => {
+                if store_last_used {
+                    self.store.touch_session(&hash, session.last_used_ms).await?;
+                }
+                session
+            }
+            Lookup::Ended => {
+                self.store.delete_session(&hash).await?;
+                return Err(INVALID);
+            }
+            Lookup::NotCached => {
                 let record = self.store.session(&hash).await?.ok_or(INVALID)?;
-                if record.expires_at_ms <= now_ms() {
+                let now = now_ms();
+                if record.expires_at_ms <= now || now - record.last_used_at_ms > idle {
+                    self.store.delete_session(&hash).await?;
                     return Err(INVALID);
                 }
-                let s = CachedSession { user: record.user, expires_at_ms: record.expires_at_ms };
+                let s = CachedSession {
+                    user: record.user,
+                    expires_at_ms: record.expires_at_ms,
+                    last_used_ms: now,
+                    stored_last_used_ms: record.last_used_at_ms,
+                };
                 self.sessions.insert(hash.clone(), s.clone());
                 s
             }
@@ -126,11 +214,94 @@ impl Service {
         })
     }
 
-    /// Ends the session that authenticated `user`'s request; its token stops working at once.
+    /// Ends the session that authenticated `user`'s request; its token stops working at once
+    /// and its live connections close.
     pub async fn logout(&self, user: &AuthUser) -> ServiceResult<()> {
-        self.sessions.remove(&user.token_hash);
+        self.end_sessions(&user.id, std::slice::from_ref(&user.token_hash));
         self.store.delete_session(&user.token_hash).await?;
         Ok(())
+    }
+
+    fn end_sessions(&self, user_id: &str, hashes: &[String]) {
+        for hash in hashes {
+            self.sessions.remove(hash);
+        }
+        self.hub.close_sessions(user_id, hashes);
+    }
+
+    /// The caller's sessions, most recently used first.
+    pub async fn sessions(&self, user: &AuthUser) -> ServiceResult<Vec<SessionInfo>> {
+        let now = now_ms();
+        let idle = self.limits.session_idle_ms;
+        Ok(self
+            .store
+            .sessions_of(&user.id)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at_ms > now && now - s.last_used_at_ms <= idle)
+            .map(|s| SessionInfo {
+                current: s.token_hash == user.token_hash,
+                id: s.id,
+                created_at: from_ms(s.created_at_ms),
+                last_used_at: from_ms(s.last_used_at_ms),
+                expires_at: from_ms(s.expires_at_ms),
+                user_agent: s.user_agent,
+                ip: s.ip,
+            })
+            .collect())
+    }
+
+    /// Signs out the caller's session `id` (possibly the current one).
+    pub async fn revoke_session(&self, user: &AuthUser, id: &str) -> ServiceResult<()> {
+        if !plausible_id(id) {
+            return Err(ServiceError::NotFound);
+        }
+        let hash =
+            self.store.delete_session_by_id(&user.id, id).await?.ok_or(ServiceError::NotFound)?;
+        self.end_sessions(&user.id, &[hash]);
+        Ok(())
+    }
+
+    /// Signs out every session of the caller but the current one.
+    pub async fn revoke_other_sessions(&self, user: &AuthUser) -> ServiceResult<u64> {
+        let hashes = self.store.delete_other_sessions(&user.id, &user.token_hash).await?;
+        self.end_sessions(&user.id, &hashes);
+        Ok(hashes.len() as u64)
+    }
+
+    /// Changes the caller's password after checking the current one; every other session is
+    /// signed out.
+    pub async fn change_password(
+        &self,
+        user: &AuthUser,
+        current: &str,
+        new: &str,
+    ) -> ServiceResult<()> {
+        let account = user.username.to_ascii_lowercase();
+        self.rates.logins().check(&account).map_err(|wait| {
+            ServiceError::rate_limited("too many wrong passwords; wait", ceil_secs(wait))
+        })?;
+        validate_password(new)?;
+        let creds = self
+            .store
+            .user_credentials(&account)
+            .await?
+            .ok_or(ServiceError::Unauthenticated("the account no longer exists"))?;
+        let current = if current.len() <= 1024 { current } else { "" };
+        if !self.passwords.verify(current, Some(&creds.password_hash)).await? {
+            self.rates.logins().failed(&account);
+            return Err(ServiceError::Forbidden("the current password is wrong"));
+        }
+        let hash = self.passwords.hash(new).await?;
+        self.store.set_password_hash(&user.id, &hash).await?;
+        self.revoke_other_sessions(user).await?;
+        Ok(())
+    }
+
+    /// Deletes expired and idle sessions from the database.
+    pub async fn prune_sessions(&self) -> ServiceResult<u64> {
+        let now = now_ms();
+        Ok(self.store.delete_stale_sessions(now, now - self.limits.session_idle_ms).await?)
     }
 
     pub async fn me(&self, user: &AuthUser) -> ServiceResult<Me> {
@@ -150,7 +321,8 @@ impl Service {
 
     /// Users whose name starts with `prefix`, ignoring case. Characters that cannot be in a
     /// username match nobody.
-    pub async fn search_users(&self, prefix: &str) -> ServiceResult<Vec<User>> {
+    pub async fn search_users(&self, user: &AuthUser, prefix: &str) -> ServiceResult<Vec<User>> {
+        self.check_read_rate(user)?;
         let key = prefix.trim().to_ascii_lowercase();
         if key.is_empty()
             || key.len() > 32
@@ -174,6 +346,15 @@ mod tests {
         for bad in ["ab", "", "with space", "émile", "a/b", "x234567890123456789012345678901yz"] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn look_alike_usernames_share_a_skeleton() {
+        assert_eq!(skeleton("Alice"), skeleton("AL1CE"));
+        assert_eq!(skeleton("bob.smith"), skeleton("bob_smith"));
+        assert_eq!(skeleton("modern"), skeleton("rnodern"));
+        assert_eq!(skeleton("b0b"), skeleton("bob"));
+        assert_ne!(skeleton("alice"), skeleton("alicia"));
     }
 
     #[test]

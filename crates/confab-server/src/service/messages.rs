@@ -3,6 +3,7 @@
 use confab_proto::{ConversationType, Message, Role, SendMessage};
 
 use super::{AuthUser, Service, ServiceError, ServiceResult, new_id, plausible_id};
+use crate::security::rate::{Key, Limit};
 use crate::store::{NewMessage, PageCursor, Upserted};
 use crate::time::now_ms;
 
@@ -43,6 +44,7 @@ impl Service {
         conversation_id: &str,
         body: SendMessage,
     ) -> ServiceResult<Upserted<Message>> {
+        self.check_rate(Limit::Send, Key::User(user.id.clone()))?;
         self.access_conversation(user, conversation_id).await?;
         self.validate_content(&body.content)?;
         if let Some(client_id) = &body.client_id
@@ -88,6 +90,7 @@ impl Service {
         conversation_id: &str,
         query: HistoryQuery,
     ) -> ServiceResult<(Vec<Message>, bool)> {
+        self.check_read_rate(user)?;
         self.access_conversation(user, conversation_id).await?;
         let limit = match query.limit {
             None => DEFAULT_PAGE,
@@ -131,6 +134,7 @@ impl Service {
         message_id: &str,
         content: &str,
     ) -> ServiceResult<Message> {
+        self.check_rate(Limit::Send, Key::User(user.id.clone()))?;
         let (message, _) = self.access_message(user, message_id).await?;
         if message.sender_id != user.id {
             return Err(ServiceError::Forbidden("only the sender can edit a message"));

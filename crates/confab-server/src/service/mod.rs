@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::realtime::Hub;
 use crate::realtime::typing::TypingState;
 use crate::security::password::Passwords;
+use crate::security::rate::{Key, Limit, RateConfig, RateLimits};
 use crate::security::session::SessionCache;
 use crate::store::{Membership, Store, StoreError};
 
@@ -41,8 +42,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("{0}")]
-    RateLimited(String),
+    /// Over a rate limit: retry after this many seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     /// The server is shutting down (503).
     #[error("{0}")]
     Unavailable(String),
@@ -53,6 +55,10 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> ServiceError {
         ServiceError::Invalid { field, reason: reason.into() }
+    }
+
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> ServiceError {
+        ServiceError::RateLimited { message: message.into(), retry_after_secs }
     }
 }
 
@@ -74,6 +80,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_group_members: usize,
     pub session_ttl_ms: i64,
+    /// A session unused for this long ends.
+    pub session_idle_ms: i64,
     /// Most missed events a stream replays before answering `resync_required`.
     pub replay_limit: i64,
     pub event_retention_ms: i64,
@@ -85,6 +93,7 @@ impl From<&Config> for Limits {
             max_message_bytes: c.max_message_bytes,
             max_group_members: c.max_group_members,
             session_ttl_ms: c.session_ttl_ms,
+            session_idle_ms: c.session_idle_ms,
             replay_limit: c.replay_limit,
             event_retention_ms: c.event_retention_ms,
         }
@@ -97,7 +106,15 @@ pub struct Service {
     typing: TypingState,
     passwords: Passwords,
     sessions: SessionCache,
+    rates: RateLimits,
     limits: Limits,
+}
+
+/// Who is calling, as far as accounts and rate limits care: never an HTTP type.
+#[derive(Debug, Clone)]
+pub struct ClientMeta {
+    pub ip: std::net::IpAddr,
+    pub user_agent: Option<String>,
 }
 
 impl Service {
@@ -105,6 +122,7 @@ impl Service {
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         limits: Limits,
+        rates: &RateConfig,
     ) -> anyhow::Result<Service> {
         Ok(Service {
             store,
@@ -112,8 +130,32 @@ impl Service {
             typing: TypingState::default(),
             passwords: Passwords::new().await?,
             sessions: SessionCache::new(100_000),
+            rates: RateLimits::new(rates),
             limits,
         })
+    }
+
+    /// Takes a token from `limit`'s bucket for `key`, or answers `RateLimited` with the wait.
+    pub fn check_rate(&self, limit: Limit, key: Key) -> ServiceResult<()> {
+        self.rates.check(limit, key).map_err(|wait| {
+            let what = match limit {
+                Limit::Auth => "too many sign-in attempts from this address",
+                Limit::Send => "too many messages",
+                Limit::Typing => "too many typing notices",
+                Limit::Connect => "too many connection attempts from this address",
+                Limit::Read => "too many requests",
+            };
+            ServiceError::rate_limited(format!("{what}; slow down"), ceil_secs(wait))
+        })
+    }
+
+    pub(crate) fn sweep_rate_limits(&self) {
+        self.rates.sweep();
+    }
+
+    /// Per-user limit on an expensive read (search, history pages).
+    pub fn check_read_rate(&self, user: &AuthUser) -> ServiceResult<()> {
+        self.check_rate(Limit::Read, Key::User(user.id.clone()))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -135,6 +177,11 @@ impl Service {
     pub async fn close(&self) {
         self.store.close().await;
     }
+}
+
+/// Whole seconds to wait, at least one (`Retry-After` takes seconds).
+pub(crate) fn ceil_secs(wait: std::time::Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// Ids are opaque to clients, but ours are short ASCII: anything else cannot exist, and

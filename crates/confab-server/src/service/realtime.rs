@@ -10,12 +10,27 @@ use tokio::sync::mpsc;
 use super::{AuthUser, Service, ServiceResult};
 use crate::realtime::feed::Opened;
 use crate::realtime::{Feed, PresenceChange, frame_text};
+use crate::security::rate::{Key, Limit};
 use crate::time::{from_ms, now_ms};
 
 impl Service {
     /// Starts `user`'s event stream from `cursor` (see [`Feed::open`]).
-    pub async fn open_feed(&self, user: &AuthUser, cursor: Option<&str>) -> ServiceResult<Opened> {
-        Feed::open(&self.hub, self.store.clone(), &user.id, cursor, self.limits.replay_limit).await
+    pub async fn open_feed(
+        &self,
+        user: &AuthUser,
+        ip: std::net::IpAddr,
+        cursor: Option<&str>,
+    ) -> ServiceResult<Opened> {
+        self.check_rate(Limit::Connect, Key::Ip(ip))?;
+        Feed::open(
+            &self.hub,
+            self.store.clone(),
+            &user.id,
+            &user.token_hash,
+            cursor,
+            self.limits.replay_limit,
+        )
+        .await
     }
 
     /// The cursor of the current end of the event log: where a stream opened now would start.
@@ -32,6 +47,7 @@ impl Service {
         conversation_id: &str,
         typing: bool,
     ) -> ServiceResult<()> {
+        self.check_rate(Limit::Typing, Key::User(user.id.clone()))?;
         self.access_conversation(user, conversation_id).await?;
         if self.typing.update(conversation_id, &user.id, typing, Instant::now()) {
             self.broadcast_typing(conversation_id, &user.id, typing).await?;
@@ -124,6 +140,21 @@ impl Service {
                 if let Err(e) = service.prune_events().await {
                     tracing::warn!(error = ?e, "event pruning failed");
                 }
+                if let Err(e) = service.prune_sessions().await {
+                    tracing::warn!(error = ?e, "session pruning failed");
+                }
+            }
+        });
+
+        // Rate-limit buckets of clients that went quiet are dropped, so memory follows the
+        // active clients rather than every address ever seen.
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(service) = service.upgrade() else { break };
+                service.sweep_rate_limits();
             }
         });
     }

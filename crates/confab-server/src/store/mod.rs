@@ -5,6 +5,7 @@
 //! per-conversation `seq` inside the transaction that stores a message, and keeps idempotency
 //! keys. Permissions live in `service/`.
 
+pub mod codec;
 pub mod sqlite;
 mod writer;
 
@@ -43,14 +44,41 @@ pub struct NewUser {
     pub id: String,
     pub username: String,
     pub username_key: String,
+    /// Look-alike characters folded together: a username whose skeleton is taken is refused.
+    pub username_skeleton: String,
     pub password_hash: String,
     pub created_at_ms: i64,
 }
 
 #[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub token_hash: String,
+    pub user_id: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A session as authentication needs it.
+#[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub user: User,
     pub expires_at_ms: i64,
+    pub last_used_at_ms: i64,
+}
+
+/// A session as its owner sees it in the list.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    pub id: String,
+    pub token_hash: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,15 +183,19 @@ pub trait Store: Send + Sync + 'static {
     async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>>;
 
     // --- sessions
-    async fn insert_session(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        created_at_ms: i64,
-        expires_at_ms: i64,
-    ) -> StoreResult<()>;
+    async fn insert_session(&self, session: NewSession) -> StoreResult<()>;
     async fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<()>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// `user_id`'s sessions, most recently used first.
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<StoredSession>>;
+    /// Deletes `user_id`'s session `id`; answers its token hash, or `None` if there is none.
+    async fn delete_session_by_id(&self, user_id: &str, id: &str) -> StoreResult<Option<String>>;
+    /// Deletes every session of `user_id` except `keep`; answers the deleted token hashes.
+    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<Vec<String>>;
+    /// Deletes sessions past their expiry or unused since `idle_before_ms`.
+    async fn delete_stale_sessions(&self, now_ms: i64, idle_before_ms: i64) -> StoreResult<u64>;
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
 
     // --- conversations
     /// Creates the conversation, or for a direct one whose `direct_key` exists, returns its id.

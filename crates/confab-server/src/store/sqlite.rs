@@ -22,11 +22,14 @@ use sqlx::sqlite::{
 use sqlx::{Connection, FromRow, SqliteConnection};
 use tokio::sync::Mutex;
 
+use super::codec::Codec;
 use super::writer::{EventSink, Published, Tx, Writer};
 use super::{
-    EventBounds, Membership, NewConversation, NewMessage, NewParticipant, NewUser, PageCursor,
-    Removal, SessionRecord, Store, StoreError, StoreResult, StoredFrame, Upserted, UserCredentials,
+    EventBounds, Membership, NewConversation, NewMessage, NewParticipant, NewSession, NewUser,
+    PageCursor, Removal, SessionRecord, Store, StoreError, StoreResult, StoredFrame, StoredSession,
+    Upserted, UserCredentials,
 };
+use crate::security::crypto::Keyring;
 use crate::time::from_ms;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -36,6 +39,7 @@ const READERS: u32 = 4;
 
 pub struct SqliteStore {
     instance: Arc<str>,
+    codec: Codec,
     writer: Writer,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     read: SqlitePool,
@@ -48,12 +52,9 @@ impl SqliteStore {
         path: &Path,
         synchronous_full: bool,
         sink: Arc<dyn EventSink>,
+        keys: Option<Arc<Keyring>>,
     ) -> anyhow::Result<SqliteStore> {
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        let base = connect_options(path);
         let write_opts = base.clone().create_if_missing(true).synchronous(if synchronous_full {
             SqliteSynchronous::Full
         } else {
@@ -77,8 +78,9 @@ impl SqliteStore {
             .await
             .context("read the event log's instance")?;
         let instance: Arc<str> = instance.into();
-        let (writer, task) = Writer::spawn(write_conn, instance.clone(), sink);
-        Ok(SqliteStore { instance, writer, writer_task: Mutex::new(Some(task)), read })
+        let codec = Codec::new(keys);
+        let (writer, task) = Writer::spawn(write_conn, instance.clone(), codec.clone(), sink);
+        Ok(SqliteStore { instance, codec, writer, writer_task: Mutex::new(Some(task)), read })
     }
 
     /// A store on a database URL such as `sqlite://./data/confab.db` or `sqlite:data.db`.
@@ -86,11 +88,26 @@ impl SqliteStore {
         url: &str,
         synchronous_full: bool,
         sink: Arc<dyn EventSink>,
+        keys: Option<Arc<Keyring>>,
     ) -> anyhow::Result<SqliteStore> {
-        let opts = SqliteConnectOptions::from_str(url).with_context(|| format!("parse {url}"))?;
-        let path = opts.get_filename().to_path_buf();
-        SqliteStore::open(&path, synchronous_full, sink).await
+        SqliteStore::open(&path_of(url)?, synchronous_full, sink, keys).await
     }
+}
+
+fn path_of(url: &str) -> anyhow::Result<std::path::PathBuf> {
+    let opts = SqliteConnectOptions::from_str(url).with_context(|| format!("parse {url}"))?;
+    Ok(opts.get_filename().to_path_buf())
+}
+
+/// Options every connection shares. `secure_delete` overwrites deleted and replaced content
+/// with zeros, so an edited or deleted message leaves no old text in free pages.
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("secure_delete", "on")
 }
 
 // ---------------------------------------------------------------- rows
@@ -218,6 +235,7 @@ enum View<'a> {
 /// and last messages: three queries in all, whatever the number of conversations.
 async fn conversations_on(
     conn: &mut SqliteConnection,
+    codec: &Codec,
     view: View<'_>,
     only: Option<&str>,
 ) -> StoreResult<Vec<Conversation>> {
@@ -275,8 +293,10 @@ async fn conversations_on(
     for p in participants {
         by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
     }
-    let mut last: HashMap<String, Message> =
-        last_messages.into_iter().map(|m| (m.conversation_id.clone(), m.into())).collect();
+    let mut last: HashMap<String, Message> = HashMap::with_capacity(last_messages.len());
+    for m in last_messages {
+        last.insert(m.conversation_id.clone(), open_row(codec, m)?);
+    }
     Ok(rows
         .into_iter()
         .map(|r| Conversation {
@@ -296,10 +316,11 @@ async fn conversations_on(
 /// The conversation as put in an event all members receive (see [`View::Shared`]).
 async fn conversation_on(
     conn: &mut SqliteConnection,
+    codec: &Codec,
     conversation_id: &str,
     built_by: &str,
 ) -> StoreResult<Conversation> {
-    conversations_on(conn, View::Shared(built_by), Some(conversation_id))
+    conversations_on(conn, codec, View::Shared(built_by), Some(conversation_id))
         .await?
         .pop()
         .ok_or(StoreError::NotFound)
@@ -348,14 +369,24 @@ async fn open_membership(
     Ok(())
 }
 
-async fn message_on(conn: &mut SqliteConnection, message_id: &str) -> StoreResult<Message> {
+async fn message_on(
+    conn: &mut SqliteConnection,
+    codec: &Codec,
+    message_id: &str,
+) -> StoreResult<Message> {
     let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
     )))
     .bind(message_id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(Message::from).ok_or(StoreError::NotFound)
+    open_row(codec, row.ok_or(StoreError::NotFound)?)
+}
+
+/// A message row with its content opened.
+fn open_row(codec: &Codec, mut row: MessageRow) -> StoreResult<Message> {
+    row.content = codec.open(&row.id, std::mem::take(&mut row.content))?;
+    Ok(Message::from(row))
 }
 
 /// Who receives an event.
@@ -384,6 +415,10 @@ async fn emit(
 ) -> StoreResult<i64> {
     let frame = Frame::new(event, None);
     let payload = serde_json::to_string(&frame.payload).context("encode event payload")?;
+    let stored = match tx.codec.keys() {
+        Some(_) => tx.codec.seal_payload(&frame.payload)?,
+        None => payload.clone(),
+    };
     let only = match audience {
         Audience::Only(user) => Some(user),
         _ => None,
@@ -396,7 +431,7 @@ async fn emit(
     .bind(&frame.kind)
     .bind(ref_id)
     .bind(only)
-    .bind(&payload)
+    .bind(&stored)
     .bind(crate::time::now_ms())
     .fetch_one(&mut tx.conn)
     .await?;
@@ -425,9 +460,13 @@ impl Store for SqliteStore {
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
+                    // The single writer makes the skeleton check and the insert atomic.
                     let row: Option<UserRow> = sqlx::query_as(
-                        "INSERT INTO users (id, username, username_key, password_hash, created_at)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username_key) DO NOTHING
+                        "INSERT INTO users (id, username, username_key, password_hash, created_at,
+                                            username_skeleton)
+                         SELECT $1, $2, $3, $4, $5, $6
+                          WHERE NOT EXISTS (SELECT 1 FROM users WHERE username_skeleton = $6)
+                         ON CONFLICT (username_key) DO NOTHING
                          RETURNING id, username, created_at",
                     )
                     .bind(&user.id)
@@ -435,6 +474,7 @@ impl Store for SqliteStore {
                     .bind(&user.username_key)
                     .bind(&user.password_hash)
                     .bind(user.created_at_ms)
+                    .bind(&user.username_skeleton)
                     .fetch_optional(&mut tx.conn)
                     .await?;
                     row.map(User::from).ok_or(StoreError::Conflict("username is taken"))
@@ -556,25 +596,22 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn insert_session(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        created_at_ms: i64,
-        expires_at_ms: i64,
-    ) -> StoreResult<()> {
-        let (token_hash, user_id) = (token_hash.to_owned(), user_id.to_owned());
+    async fn insert_session(&self, session: NewSession) -> StoreResult<()> {
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
                     sqlx::query(
-                        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)
-                         VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, id,
+                                               last_used_at, user_agent, ip)
+                         VALUES ($1, $2, $3, $4, $5, $3, $6, $7)",
                     )
-                    .bind(&token_hash)
-                    .bind(&user_id)
-                    .bind(created_at_ms)
-                    .bind(expires_at_ms)
+                    .bind(&session.token_hash)
+                    .bind(&session.user_id)
+                    .bind(session.created_at_ms)
+                    .bind(session.expires_at_ms)
+                    .bind(&session.id)
+                    .bind(&session.user_agent)
+                    .bind(&session.ip)
                     .execute(&mut tx.conn)
                     .await?;
                     Ok(())
@@ -589,15 +626,37 @@ impl Store for SqliteStore {
             #[sqlx(flatten)]
             user: UserRow,
             expires_at: i64,
+            last_used_at: i64,
         }
         let row: Option<Row> = sqlx::query_as(
-            "SELECT u.id, u.username, u.created_at, s.expires_at
+            "SELECT u.id, u.username, u.created_at, s.expires_at,
+                    COALESCE(s.last_used_at, s.created_at) AS last_used_at
                FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| SessionRecord { user: r.user.into(), expires_at_ms: r.expires_at }))
+        Ok(row.map(|r| SessionRecord {
+            user: r.user.into(),
+            expires_at_ms: r.expires_at,
+            last_used_at_ms: r.last_used_at,
+        }))
+    }
+
+    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<()> {
+        let token_hash = token_hash.to_owned();
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
+                        .bind(&token_hash)
+                        .bind(at_ms)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
@@ -607,6 +666,108 @@ impl Store for SqliteStore {
                 Box::pin(async move {
                     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                         .bind(&token_hash)
+                        .execute(&mut tx.conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<StoredSession>> {
+        #[derive(FromRow)]
+        struct Row {
+            id: String,
+            token_hash: String,
+            created_at: i64,
+            last_used_at: i64,
+            expires_at: i64,
+            user_agent: Option<String>,
+            ip: Option<String>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, token_hash, created_at, COALESCE(last_used_at, created_at) AS last_used_at,
+                    expires_at, user_agent, ip
+               FROM sessions WHERE user_id = $1 ORDER BY last_used_at DESC, created_at DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredSession {
+                id: r.id,
+                token_hash: r.token_hash,
+                created_at_ms: r.created_at,
+                last_used_at_ms: r.last_used_at,
+                expires_at_ms: r.expires_at,
+                user_agent: r.user_agent,
+                ip: r.ip,
+            })
+            .collect())
+    }
+
+    async fn delete_session_by_id(&self, user_id: &str, id: &str) -> StoreResult<Option<String>> {
+        let (user_id, id) = (user_id.to_owned(), id.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING token_hash",
+                    )
+                    .bind(&user_id)
+                    .bind(&id)
+                    .fetch_optional(&mut tx.conn)
+                    .await?)
+                })
+            })
+            .await
+    }
+
+    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<Vec<String>> {
+        let (user_id, keep) = (user_id.to_owned(), keep.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2
+                         RETURNING token_hash",
+                    )
+                    .bind(&user_id)
+                    .bind(&keep)
+                    .fetch_all(&mut tx.conn)
+                    .await?)
+                })
+            })
+            .await
+    }
+
+    async fn delete_stale_sessions(&self, now_ms: i64, idle_before_ms: i64) -> StoreResult<u64> {
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM sessions
+                          WHERE expires_at <= $1 OR COALESCE(last_used_at, created_at) < $2",
+                    )
+                    .bind(now_ms)
+                    .bind(idle_before_ms)
+                    .execute(&mut tx.conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await
+    }
+
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
+        let (user_id, hash) = (user_id.to_owned(), password_hash.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                        .bind(&user_id)
+                        .bind(&hash)
                         .execute(&mut tx.conn)
                         .await?;
                     Ok(())
@@ -644,7 +805,8 @@ impl Store for SqliteStore {
                     .await?;
                     let added = insert_members(&mut tx.conn, &conv.id, &conv.members).await?;
                     let snapshot =
-                        conversation_on(&mut tx.conn, &conv.id, &conv.created_by).await?;
+                        conversation_on(&mut tx.conn, &tx.codec, &conv.id, &conv.created_by)
+                            .await?;
                     let event = Event::ConversationCreated(snapshot);
                     let at = emit(tx, &conv.id, &event, None, Audience::Members).await?;
                     for user in &added {
@@ -684,12 +846,14 @@ impl Store for SqliteStore {
         user_id: &str,
     ) -> StoreResult<Option<Conversation>> {
         let mut conn = self.read.acquire().await?;
-        Ok(conversations_on(&mut conn, View::Member(user_id), Some(conversation_id)).await?.pop())
+        Ok(conversations_on(&mut conn, &self.codec, View::Member(user_id), Some(conversation_id))
+            .await?
+            .pop())
     }
 
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>> {
         let mut conn = self.read.acquire().await?;
-        conversations_on(&mut conn, View::Member(user_id), None).await
+        conversations_on(&mut conn, &self.codec, View::Member(user_id), None).await
     }
 
     async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>> {
@@ -729,7 +893,7 @@ impl Store for SqliteStore {
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
-                    let snapshot = conversation_on(&mut tx.conn, &id, &actor).await?;
+                    let snapshot = conversation_on(&mut tx.conn, &tx.codec, &id, &actor).await?;
                     let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
                     let event = Event::ConversationUpdated(snapshot);
                     emit(tx, &id, &event, last.as_deref(), Audience::Members).await?;
@@ -753,7 +917,7 @@ impl Store for SqliteStore {
                     if added.is_empty() {
                         return Ok(added);
                     }
-                    let snapshot = conversation_on(&mut tx.conn, &id, &actor).await?;
+                    let snapshot = conversation_on(&mut tx.conn, &tx.codec, &id, &actor).await?;
                     let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
                     for user in &added {
                         let username = snapshot
@@ -816,7 +980,7 @@ impl Store for SqliteStore {
                     .await?;
                     // The snapshot is seen by the remover, or by a remaining member when the
                     // last one left (then nobody but the leaver receives it).
-                    let snapshot = match conversation_on(&mut tx.conn, &conv, &actor).await {
+                    let snapshot = match conversation_on(&mut tx.conn, &tx.codec, &conv, &actor).await {
                         Ok(c) => c,
                         Err(StoreError::NotFound) => {
                             let viewer: Option<String> = sqlx::query_scalar(
@@ -826,7 +990,7 @@ impl Store for SqliteStore {
                             .fetch_optional(&mut tx.conn)
                             .await?;
                             match viewer {
-                                Some(v) => conversation_on(&mut tx.conn, &conv, &v).await?,
+                                Some(v) => conversation_on(&mut tx.conn, &tx.codec, &conv, &v).await?,
                                 None => empty_conversation(&mut tx.conn, &conv).await?,
                             }
                         }
@@ -877,7 +1041,7 @@ impl Store for SqliteStore {
                     .bind(&msg.id)
                     .bind(&msg.conversation_id)
                     .bind(&msg.sender_id)
-                    .bind(&msg.content)
+                    .bind(tx.codec.seal(&msg.id, &msg.content))
                     .bind(msg.created_at_ms)
                     .bind(&msg.client_id)
                     .bind(&msg.reply_to)
@@ -896,7 +1060,8 @@ impl Store for SqliteStore {
                         .fetch_optional(&mut tx.conn)
                         .await?;
                         if let Some(first) = first {
-                            return Ok(Upserted { value: first.into(), created: false });
+                            let value = open_row(&tx.codec, first)?;
+                            return Ok(Upserted { value, created: false });
                         }
                     }
                     let seq = seq.ok_or(StoreError::NotFound)?;
@@ -929,7 +1094,7 @@ impl Store for SqliteStore {
         .bind(message_id)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(Message::from))
+        row.map(|r| open_row(&self.codec, r)).transpose()
     }
 
     async fn messages_page(
@@ -962,7 +1127,9 @@ impl Store for SqliteStore {
         if descending {
             rows.reverse();
         }
-        Ok((rows.into_iter().map(Message::from).collect(), has_more))
+        let messages =
+            rows.into_iter().map(|r| open_row(&self.codec, r)).collect::<StoreResult<Vec<_>>>()?;
+        Ok((messages, has_more))
     }
 
     async fn update_message_content(
@@ -975,11 +1142,12 @@ impl Store for SqliteStore {
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
+                    let stored = tx.codec.seal(&id, &content);
                     let done = sqlx::query(
                         "UPDATE messages SET content = $2, edited_at = $3 WHERE id = $1 AND deleted = 0",
                     )
                     .bind(&id)
-                    .bind(&content)
+                    .bind(&stored)
                     .bind(edited_at_ms)
                     .execute(&mut tx.conn)
                     .await?;
@@ -987,7 +1155,24 @@ impl Store for SqliteStore {
                         // Deleted between the service's check and now, or gone.
                         return Err(StoreError::Conflict("message is deleted"));
                     }
-                    let message = message_on(&mut tx.conn, &id).await?;
+                    // Earlier events carried the old text: they get the new one, so an edit
+                    // keeps no old version anywhere.
+                    sqlx::query(
+                        "UPDATE events SET payload = CASE
+                            WHEN type IN ('new_message', 'message_updated') THEN
+                                json_set(payload, '$.content', $2)
+                            WHEN type IN ('conversation_created', 'conversation_updated') THEN
+                                json_set(payload, '$.last_message.content', $2)
+                            WHEN type IN ('participant_added', 'participant_removed') THEN
+                                json_set(payload, '$.conversation.last_message.content', $2)
+                            ELSE payload END
+                          WHERE ref_id = $1",
+                    )
+                    .bind(&id)
+                    .bind(&stored)
+                    .execute(&mut tx.conn)
+                    .await?;
+                    let message = message_on(&mut tx.conn, &tx.codec, &id).await?;
                     let event = Event::MessageUpdated(message.clone());
                     emit(tx, &message.conversation_id, &event, Some(&id), Audience::Members).await?;
                     Ok(message)
@@ -1023,7 +1208,7 @@ impl Store for SqliteStore {
                     .bind(&id)
                     .execute(&mut tx.conn)
                     .await?;
-                    let message = message_on(&mut tx.conn, &id).await?;
+                    let message = message_on(&mut tx.conn, &tx.codec, &id).await?;
                     let event = Event::MessageDeleted(message.clone());
                     emit(tx, &message.conversation_id, &event, None, Audience::Members).await?;
                     Ok(message)
@@ -1075,13 +1260,12 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, kind, payload)| StoredFrame {
-                id,
-                frame: frame_text(&kind, &payload, &self.instance, id),
+        rows.into_iter()
+            .map(|(id, kind, payload)| {
+                let payload = self.codec.open_payload(payload)?;
+                Ok(StoredFrame { id, frame: frame_text(&kind, &payload, &self.instance, id) })
             })
-            .collect())
+            .collect()
     }
 
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
@@ -1232,4 +1416,83 @@ async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResul
         last_seq,
         last_activity_at: from_ms(last_activity_at),
     })
+}
+
+/// What `confab keys rotate` changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub messages: u64,
+    pub events: u64,
+}
+
+/// Re-encrypts every message and event payload not yet under the current key of `keys`
+/// (including plain text stored before encryption was enabled), in small `BEGIN IMMEDIATE`
+/// transactions that read and rewrite each row together, so a server using the database at the
+/// same time only waits a few milliseconds for each batch and no concurrent edit is lost.
+pub async fn rotate_keys(url: &str, keys: Arc<Keyring>) -> anyhow::Result<Rotation> {
+    const BATCH: i64 = 256;
+    let path = path_of(url)?;
+    if !path.exists() {
+        anyhow::bail!("no database at {}", path.display());
+    }
+    let mut conn = SqliteConnection::connect_with(&connect_options(&path))
+        .await
+        .with_context(|| format!("open {}", path.display()))?;
+    let codec = Codec::new(Some(keys.clone()));
+    let mut done = Rotation::default();
+
+    let mut after = 0_i64;
+    loop {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT rowid, id, content FROM messages WHERE rowid > $1 ORDER BY rowid LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.0) else { break };
+        for (rowid, id, content) in rows {
+            if !keys.needs_rotation(&content) {
+                continue;
+            }
+            let plain = codec.open(&id, content)?;
+            sqlx::query("UPDATE messages SET content = $2 WHERE rowid = $1")
+                .bind(rowid)
+                .bind(keys.seal(&id, &plain))
+                .execute(&mut *tx)
+                .await?;
+            done.messages += 1;
+        }
+        tx.commit().await?;
+        after = last;
+    }
+
+    let mut after = 0_i64;
+    loop {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, payload FROM events WHERE id > $1 AND ref_id IS NOT NULL
+              ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.0) else { break };
+        for (id, payload) in rows {
+            if let Some(resealed) = codec.reseal_payload(&payload)? {
+                sqlx::query("UPDATE events SET payload = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(resealed)
+                    .execute(&mut *tx)
+                    .await?;
+                done.events += 1;
+            }
+        }
+        tx.commit().await?;
+        after = last;
+    }
+    conn.close().await?;
+    Ok(done)
 }

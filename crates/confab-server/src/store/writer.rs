@@ -20,6 +20,7 @@ use anyhow::{Context, anyhow};
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::codec::Codec;
 use super::{StoreError, StoreResult};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -45,6 +46,8 @@ pub struct Tx {
     pub conn: SqliteConnection,
     /// This database's name in cursors.
     pub instance: Arc<str>,
+    /// How message content is stored (plain or sealed).
+    pub codec: Codec,
     events: Vec<Published>,
 }
 
@@ -79,10 +82,11 @@ impl Writer {
     pub fn spawn(
         conn: SqliteConnection,
         instance: Arc<str>,
+        codec: Codec,
         sink: Arc<dyn EventSink>,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = tokio::spawn(run(Tx { conn, instance, events: Vec::new() }, sink, rx));
+        let handle = tokio::spawn(run(Tx { conn, instance, codec, events: Vec::new() }, sink, rx));
         (Writer { tx }, handle)
     }
 

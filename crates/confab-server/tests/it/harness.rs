@@ -97,6 +97,20 @@ impl TestServer {
     /// one on the same data folder and config. Clients must be `reconnect`ed: the port
     /// changes.
     pub async fn restart(&mut self) {
+        self.stop().await;
+        let (running, base_url) = start(&self.dir, &self.configure).await;
+        self.running = Some(running);
+        self.base_url = base_url;
+    }
+
+    /// Restarts with a different configuration (kept for later restarts).
+    pub async fn restart_with(&mut self, configure: impl Fn(&mut Config) + Send + Sync + 'static) {
+        self.configure = Box::new(configure);
+        self.restart().await;
+    }
+
+    /// Stops the server gracefully and waits until it has closed its database.
+    pub async fn stop(&mut self) {
         if let Some(Running { shutdown, task }) = self.running.take() {
             // A failed send means `run` has already returned; the join below reports why.
             let _ = shutdown.send(());
@@ -106,9 +120,18 @@ impl TestServer {
                 .expect("the server task does not panic");
             finished.expect("the server shuts down cleanly");
         }
-        let (running, base_url) = start(&self.dir, &self.configure).await;
-        self.running = Some(running);
-        self.base_url = base_url;
+    }
+
+    /// Signs `name` in again with [`PASSWORD`] (after a restart, or to get a second session).
+    pub async fn reconnect_by_login(&self, name: &str) -> TestUser {
+        let mut client = self.client();
+        let auth = client.login(name, PASSWORD).await.expect("login");
+        TestUser { client, user: auth.user }
+    }
+
+    /// The server's data folder (the SQLite database lives here).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 }
 

@@ -19,3 +19,4 @@ mod messages;
 mod process;
 mod realtime;
 mod replay;
+mod security;
