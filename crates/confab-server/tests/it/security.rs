@@ -356,3 +356,41 @@ async fn look_alike_usernames_are_refused() {
     let err = server.client().register("bob_smith", PASSWORD).await.unwrap_err();
     assert_api_error(&err, 409, "conflict");
 }
+
+#[tokio::test]
+async fn tls_serves_https_with_hsts_and_secure_cookies() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("a self-signed certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls = (cert_path.clone(), key_path.clone());
+    let server = TestServer::spawn_with(move |c| c.tls = Some(tls.clone())).await;
+    let https = server.base_url().replace("http://", "https://");
+    let client = confab_client::reqwest::Client::builder()
+        .add_root_certificate(
+            confab_client::reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
+        )
+        .no_proxy()
+        .build()
+        .unwrap();
+
+    let health = client.get(format!("{https}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+    let registered = client
+        .post(format!("{https}/api/auth/register"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    for name in ["confab_session", "confab_csrf"] {
+        let set = cookie(&registered, name).unwrap();
+        assert!(set.contains("; Secure"), "{set}");
+    }
+    // Plain HTTP on the TLS port is not served.
+    let plain = Client::new(server.base_url()).health().await;
+    assert!(plain.is_err());
+}
