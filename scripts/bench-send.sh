@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Acknowledged sends per second with the durable default (synchronous=FULL) beside
-# synchronous=NORMAL, at 1, 16 and 64 concurrent senders (release build). Prints the table rows
-# and appends the JSON lines to bench-results.jsonl.
+# synchronous=NORMAL, at 1, 16 and 64 concurrent senders (release build), each against Confab
+# and the ceiling server. Prints the tables and appends the JSON lines to bench-results.jsonl.
 #
 #   ./scripts/bench-send.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
-cargo build --release -p confab-bench
+cargo build --release --locked -p confab-server -p confab-bench
+bench="${CARGO_TARGET_DIR:-target}/release/confab-bench"
 for sync in full normal; do
   for senders in 1 16 64; do
-    ./target/release/confab-bench send --sync "$sync" --senders "$senders" \
+    "$bench" send --sync "$sync" --senders "$senders" \
       --receivers "$(( senders < 16 ? senders : 16 ))" --seconds "$seconds" | tee /tmp/confab-bench.out
     tail -n 1 /tmp/confab-bench.out >> bench-results.jsonl
   done

@@ -18,8 +18,18 @@ export CONFAB_PYTHON="$PWD/.venv/bin/python"
 echo "== Rust: unit and integration tests (SQLite)"
 cargo test --workspace --locked
 
-echo "== benchmark harness smoke run (tiny, no timing assertions)"
-cargo run --quiet --locked -p confab-bench -- send --senders 2 --receivers 2 --seconds 1 --check
+echo "== benchmark harness smoke runs (tiny sizes; functional checks only, no timing assertions)"
+cargo build --quiet --locked -p confab-server -p confab-bench
+bench="${CARGO_TARGET_DIR:-target}/debug/confab-bench"
+smoke="$(mktemp -d)"
+"$bench" send --senders 2 --receivers 2 --seconds 1 --check
+"$bench" steady --rate 100,200 --idle 50 --pairs 4 --seconds 1 --check | tee "$smoke/steady.out"
+"$bench" connections --count 200 --settle-ms 200 --check
+"$bench" fanout --members 20 --rounds 5 --check
+"$bench" history --messages 2000 --conversations 20 --readers 2 --seconds 1 --check
+tail -n 1 "$smoke/steady.out" > "$smoke/results.jsonl"
+"$bench" plot --input "$smoke/results.jsonl" --output "$smoke/bench-latency.svg"
+rm -rf "$smoke"
 
 echo "== browser tests: the web client in Chromium"
 cargo build --quiet --locked -p confab-server --bin confab
