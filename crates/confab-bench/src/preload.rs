@@ -18,7 +18,9 @@ use confab_client::proto::{ConversationType, Role};
 use confab_server::security::password::Passwords;
 use confab_server::security::session::{new_token, token_hash};
 use confab_server::store::sqlite::SqliteStore;
-use confab_server::store::{EventSink, NewConversation, NewParticipant, NewUser, Published, Store};
+use confab_server::store::{
+    EventSink, NewConversation, NewParticipant, NewSession, NewUser, Published, Store,
+};
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
@@ -61,7 +63,7 @@ impl Preload {
         std::fs::create_dir_all(data_dir)?;
         let db_path = data_dir.join("confab.db");
         // synchronous=NORMAL for the preload only: the server opens it with its own setting.
-        let store = SqliteStore::open(&db_path, false, Arc::new(Nowhere)).await?;
+        let store = SqliteStore::open(&db_path, false, Arc::new(Nowhere), None).await?;
         let password_hash = Passwords::new().await?.hash("benchmark password").await?;
         Ok(Preload { store: Arc::new(store), password_hash, db_path })
     }
@@ -79,6 +81,7 @@ impl Preload {
                         .insert_user(NewUser {
                             id: new_id(),
                             username_key: username.to_ascii_lowercase(),
+                            username_skeleton: confab_server::service::skeleton(&username),
                             username,
                             password_hash: hash,
                             created_at_ms: now,
@@ -86,7 +89,15 @@ impl Preload {
                         .await?;
                     let token = new_token();
                     store
-                        .insert_session(&token_hash(&token), &user.id, now, now + SESSION_MS)
+                        .insert_session(NewSession {
+                            id: new_id().replace('-', ""),
+                            token_hash: token_hash(&token),
+                            user_id: user.id.clone(),
+                            created_at_ms: now,
+                            expires_at_ms: now + SESSION_MS,
+                            user_agent: Some("confab-bench".into()),
+                            ip: None,
+                        })
                         .await?;
                     anyhow::Ok(BenchUser { id: user.id, token })
                 }

@@ -88,6 +88,10 @@ impl Server {
             .arg(options.max_group_members.to_string())
             .arg("--max-connections-per-user")
             .arg(options.max_connections_per_user.to_string())
+            // The harness is one client machine driving thousands of simulated people: the
+            // per-IP and per-user rate limits would measure themselves, not the server.
+            .args(["--limit-auth", "off", "--limit-send", "off", "--limit-typing", "off"])
+            .args(["--limit-connect", "off", "--limit-read", "off"])
             .env("CONFAB_LOG", "warn");
         let log = options.data_dir.join("server.log");
         Server::spawn(Kind::Confab, command, port, log).await

@@ -51,7 +51,7 @@ fn validate_password(password: &str) -> ServiceResult<()> {
 /// same skeleton (`alice` / `AL1CE`, `bob.smith` / `bob_smith`, `modern` / `rnodern`) would be
 /// mistaken for each other, so the second is refused. Must match the SQL expression in the
 /// migration `0004_security.sql`.
-pub(crate) fn skeleton(username: &str) -> String {
+pub fn skeleton(username: &str) -> String {
     username
         .to_ascii_lowercase()
         .replace('0', "o")

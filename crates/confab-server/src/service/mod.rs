@@ -19,7 +19,7 @@ use crate::security::rate::{Key, Limit, RateConfig, RateLimits};
 use crate::security::session::SessionCache;
 use crate::store::{Membership, Store, StoreError};
 
-pub use accounts::AuthUser;
+pub use accounts::{AuthUser, skeleton};
 pub use messages::HistoryQuery;
 
 #[derive(Debug, thiserror::Error)]
