@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::api::client::NetPolicy;
 use crate::api::{self, AppState};
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::realtime::{Hub, HubConfig};
 use crate::service::{Limits, Service};
@@ -42,20 +43,24 @@ impl App {
             presence_grace: Duration::from_millis(config.presence_grace_ms),
         });
         let hub = Arc::new(hub);
+        let (bus, revocations) =
+            Bus::new(hub.clone(), config.redis_url.as_deref(), &config.redis_prefix)?;
+        let bus = Arc::new(bus);
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open_url(
                 &config.database_url,
                 config.sqlite_sync_full,
-                hub.clone(),
+                bus.clone(),
                 config.keyring.clone(),
             )
             .await?,
         );
+        bus.start(store.clone());
         let service =
-            Arc::new(Service::new(store, hub, Limits::from(&config), &config.rates).await?);
+            Arc::new(Service::new(store, hub, bus, Limits::from(&config), &config.rates).await?);
         service.prune_events().await.context("prune the event log")?;
         service.prune_sessions().await.context("prune stale sessions")?;
-        service.spawn_background(presence);
+        service.spawn_background(presence, revocations);
         // JSON escapes can take six bytes per content byte; leave room for the other fields.
         let max_body_bytes = config.max_message_bytes.saturating_mul(6).max(64 * 1024) + 4096;
         let draining = Arc::new(AtomicBool::new(false));

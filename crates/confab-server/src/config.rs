@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Redis URL for cross-node fan-out [default: none, in-process bus]
     #[arg(long, env = "CONFAB_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Prefix of this cluster's Redis keys and channel, so clusters can share a Redis
+    /// [default: confab]
+    #[arg(long, env = "CONFAB_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Optional TOML file with any of these options (keys in snake_case)
     #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -166,6 +170,7 @@ impl ServeArgs {
             data_dir: self.data_dir.or(file.data_dir),
             database_url: self.database_url.or(file.database_url),
             redis_url: self.redis_url.or(file.redis_url),
+            redis_prefix: self.redis_prefix.or(file.redis_prefix),
             config: self.config,
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_group_members: self.max_group_members.or(file.max_group_members),
@@ -211,6 +216,7 @@ pub struct Config {
     /// `sqlite://…` (the default, in `data_dir`).
     pub database_url: String,
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
     pub max_message_bytes: usize,
     pub max_group_members: usize,
     pub session_ttl_ms: i64,
@@ -254,8 +260,17 @@ impl Config {
             ),
             None => format!("sqlite://{}", data_dir.join("confab.db").display()),
         };
-        if let Some(url) = &args.redis_url {
-            bail!("--redis-url {url:?}: the Redis bus is not available in this build yet");
+        if let Some(url) = &args.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            bail!("--redis-url: expected a redis:// or rediss:// URL, got {url:?}");
+        }
+        let redis_prefix = args.redis_prefix.unwrap_or_else(|| "confab".to_owned());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || !redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
+        {
+            bail!("--redis-prefix: 1-64 characters of letters, digits, '_', '-', ':' or '.'");
         }
         let max_message_bytes = args.max_message_bytes.unwrap_or(16 * 1024);
         if !(1..=1024 * 1024).contains(&max_message_bytes) {
@@ -377,6 +392,7 @@ impl Config {
             data_dir,
             database_url,
             redis_url: args.redis_url,
+            redis_prefix,
             max_message_bytes,
             max_group_members,
             session_ttl_ms: i64::from(session_days) * 24 * 3600 * 1000,

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod realtime;
 pub mod security;

@@ -203,9 +203,40 @@ impl Hub {
         }
     }
 
+    /// Closes every connection of `users` with `reason`.
+    pub fn close_users(&self, users: &[String], reason: CloseReason) {
+        let mut map = self.lock();
+        for user in users {
+            if let Some(entry) = map.get_mut(user) {
+                for conn in &mut entry.conns {
+                    if let Some(close) = conn.close.take() {
+                        let _ = close.send(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every connection with `reason` (new ones are still accepted).
+    pub fn close_all(&self, reason: CloseReason) {
+        let mut map = self.lock();
+        for entry in map.values_mut() {
+            for conn in &mut entry.conns {
+                if let Some(close) = conn.close.take() {
+                    let _ = close.send(reason);
+                }
+            }
+        }
+    }
+
     /// Whether `user_id` has a connection (or closed the last one within the grace period).
     pub fn is_online(&self, user_id: &str) -> bool {
         self.lock().get(user_id).is_some_and(|u| u.online)
+    }
+
+    /// Users with a connection here (or within their grace period).
+    pub fn online_users(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, u)| u.online).map(|(id, _)| id.clone()).collect()
     }
 
     /// How many connections are open, for metrics and tests.

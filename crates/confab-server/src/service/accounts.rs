@@ -226,7 +226,14 @@ impl Service {
         for hash in hashes {
             self.sessions.remove(hash);
         }
-        self.hub.close_sessions(user_id, hashes);
+        self.bus.revoke_sessions(user_id, hashes);
+    }
+
+    /// Drops sessions from this node's cache (they were revoked, here or on another node).
+    pub(crate) fn forget_sessions(&self, hashes: &[String]) {
+        for hash in hashes {
+            self.sessions.remove(hash);
+        }
     }
 
     /// The caller's sessions, most recently used first.

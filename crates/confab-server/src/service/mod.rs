@@ -11,6 +11,7 @@ mod realtime;
 
 use std::sync::Arc;
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::realtime::Hub;
 use crate::realtime::typing::TypingState;
@@ -103,6 +104,7 @@ impl From<&Config> for Limits {
 pub struct Service {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    bus: Arc<Bus>,
     typing: TypingState,
     passwords: Passwords,
     sessions: SessionCache,
@@ -121,12 +123,14 @@ impl Service {
     pub async fn new(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
+        bus: Arc<Bus>,
         limits: Limits,
         rates: &RateConfig,
     ) -> anyhow::Result<Service> {
         Ok(Service {
             store,
             hub,
+            bus,
             typing: TypingState::default(),
             passwords: Passwords::new().await?,
             sessions: SessionCache::new(100_000),

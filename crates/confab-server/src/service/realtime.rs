@@ -67,7 +67,7 @@ impl Service {
             user_id: user_id.to_owned(),
             typing,
         });
-        self.hub.send_ephemeral(&members, frame_text(&event));
+        self.bus.send_ephemeral(&members, frame_text(&event));
         Ok(())
     }
 
@@ -90,7 +90,7 @@ impl Service {
             if contact == user.id {
                 continue;
             }
-            let online = self.hub.is_online(&contact);
+            let online = self.bus.is_online(&contact).await;
             let last_seen = match online {
                 true => None,
                 false => self.store.last_seen(&contact).await?.map(from_ms),
@@ -105,7 +105,17 @@ impl Service {
     pub fn spawn_background(
         self: &Arc<Self>,
         mut presence: mpsc::UnboundedReceiver<PresenceChange>,
+        mut revocations: mpsc::UnboundedReceiver<crate::bus::Revocation>,
     ) {
+        // Sessions signed out on any node leave this node's cache.
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((_, sessions)) = revocations.recv().await {
+                let Some(service) = service.upgrade() else { break };
+                service.forget_sessions(&sessions);
+            }
+        });
+
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(change) = presence.recv().await {
@@ -146,6 +156,23 @@ impl Service {
             }
         });
 
+        // Presence records in Redis: refresh ours, and report users whose nodes died.
+        if self.bus.is_distributed() {
+            let service = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::bus::presence::HEARTBEAT);
+                loop {
+                    tick.tick().await;
+                    let Some(service) = service.upgrade() else { break };
+                    for user in service.bus.presence_heartbeat().await {
+                        if let Err(e) = service.announce(PresenceChange::Offline(user)).await {
+                            tracing::warn!(error = ?e, "presence update failed");
+                        }
+                    }
+                }
+            });
+        }
+
         // Rate-limit buckets of clients that went quiet are dropped, so memory follows the
         // active clients rather than every address ever seen.
         let service = Arc::downgrade(self);
@@ -170,6 +197,18 @@ impl Service {
     }
 
     async fn announce_presence(&self, change: PresenceChange) -> ServiceResult<()> {
+        // With several nodes, only a change for the whole cluster is news.
+        let news = match &change {
+            PresenceChange::Online(user) => self.bus.presence_up(user).await,
+            PresenceChange::Offline(user) => self.bus.presence_down(user).await,
+        };
+        if !news {
+            return Ok(());
+        }
+        self.announce(change).await
+    }
+
+    async fn announce(&self, change: PresenceChange) -> ServiceResult<()> {
         let (user_id, online, last_seen) = match change {
             PresenceChange::Online(user) => (user, true, None),
             PresenceChange::Offline(user) => {
@@ -182,7 +221,7 @@ impl Service {
         let mut contacts = self.store.contacts(&user_id).await?;
         contacts.retain(|c| *c != user_id);
         let event = Event::Presence(Presence { user_id, online, last_seen });
-        self.hub.send_ephemeral(&contacts, frame_text(&event));
+        self.bus.send_ephemeral(&contacts, frame_text(&event));
         Ok(())
     }
 }

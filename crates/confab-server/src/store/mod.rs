@@ -286,6 +286,8 @@ pub trait Store: Send + Sync + 'static {
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64>;
     /// Deletes events created before `before_ms` and raises the floor; returns how many.
     async fn prune_events(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Ids of stored events in `(after, upto]` (the bus asks when some never arrived).
+    async fn event_ids_between(&self, after: i64, upto: i64) -> StoreResult<Vec<i64>>;
 
     /// Flushes and closes the database. Further calls fail.
     async fn close(&self);

@@ -1268,6 +1268,14 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn event_ids_between(&self, after: i64, upto: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM events WHERE id > $1 AND id <= $2 ORDER BY id")
+            .bind(after)
+            .bind(upto)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s

@@ -16,6 +16,7 @@ mod conversations;
 mod durability;
 mod input;
 mod messages;
+mod cluster;
 mod process;
 mod realtime;
 mod replay;

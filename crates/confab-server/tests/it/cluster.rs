@@ -1,0 +1,239 @@
+//! Several nodes, one cluster: two `confab` processes share one database and the real Redis on
+//! 127.0.0.1:6379 (each test under its own key prefix), and clients talk to both. What one
+//! node commits reaches sockets on the other exactly once and in order; sessions signed out on
+//! one fail on the other; a killed node leaves the other serving.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use confab_client::{Client, Event};
+use tempfile::TempDir;
+
+use crate::harness::PASSWORD;
+use crate::process::ServerProcess;
+
+/// Redis for the cluster tests. CI provides it; a missing Redis fails the tests loudly.
+const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+/// How long a frame may take to arrive before the test fails (a hang guard, not a speed claim).
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    a: Option<ServerProcess>,
+    b: ServerProcess,
+    prefix: String,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    /// Node A, then node B on the same data folder, both on Redis under a fresh prefix.
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prefix = format!("confab-test-{}", uuid::Uuid::new_v4().simple());
+        let args = ["--redis-url", REDIS_URL, "--redis-prefix", &prefix, "--presence-grace-ms", "200"];
+        let a = ServerProcess::start(dir.path(), &args, &[]).await;
+        let b = ServerProcess::start(dir.path(), &args, &[]).await;
+        Cluster { a: Some(a), b, prefix, _dir: dir }
+    }
+
+    fn a(&self) -> &ServerProcess {
+        self.a.as_ref().expect("node A runs")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Presence and rate-limit keys expire by themselves; remove them now anyway.
+        if let Ok(client) = redis::Client::open(REDIS_URL)
+            && let Ok(mut conn) = client.get_connection()
+        {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut conn).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}
+
+async fn signed_in(base: &str, name: &str, register: bool) -> Client {
+    let mut client = Client::new(base);
+    if register {
+        client.register(name, PASSWORD).await.expect("register");
+    } else {
+        client.login(name, PASSWORD).await.expect("login");
+    }
+    client
+}
+
+fn redis_must_answer() {
+    let client = redis::Client::open(REDIS_URL).expect("redis url");
+    let mut conn = client
+        .get_connection()
+        .unwrap_or_else(|e| panic!("Redis must run on 127.0.0.1:6379 for the cluster tests: {e}"));
+    let pong: String = redis::cmd("PING").query(&mut conn).expect("PING");
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test]
+async fn messages_sent_through_one_node_reach_a_socket_on_the_other_once_and_in_order() {
+    redis_must_answer();
+    let cluster = Cluster::start().await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob_on_b = signed_in(&cluster.b.base_url, "bob", true).await;
+    let chat = alice.create_direct(&bob_on_b.me().await.unwrap().id).await.unwrap();
+    let mut socket = bob_on_b.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+
+    for i in 0..100 {
+        alice.send_text(&chat.id, &format!("m{i}")).await.unwrap();
+    }
+
+    let mut seqs = Vec::new();
+    while seqs.len() < 100 {
+        let frame = socket.next_frame_within(WAIT).await.unwrap().expect("the socket stays open");
+        if let Ok(Event::NewMessage(m)) = frame.event() {
+            assert_eq!(m.content, format!("m{}", seqs.len()));
+            seqs.push(m.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "every message once, in order");
+    // Nothing more arrives: no duplicates trailing behind.
+    assert!(matches!(socket.next_frame_within(Duration::from_millis(500)).await, Err(_)));
+}
+
+#[tokio::test]
+async fn concurrent_senders_on_both_nodes_keep_seq_gapless_and_everyone_sees_everything() {
+    redis_must_answer();
+    let cluster = Cluster::start().await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob = signed_in(&cluster.b.base_url, "bob", true).await;
+    let carol = signed_in(&cluster.b.base_url, "carol", true).await;
+    let ids = [bob.me().await.unwrap().id, carol.me().await.unwrap().id];
+    let group = alice.create_group("both nodes", &ids).await.unwrap();
+    let mut carol_socket = carol.connect_ws(None).await.unwrap();
+    carol_socket.next_of("ready").await.unwrap();
+
+    let send_all = |client: Client, tag: &'static str| {
+        let id = group.id.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                client.send_text(&id, &format!("{tag}{i}")).await.unwrap();
+            }
+        })
+    };
+    let (x, y) = (send_all(alice, "a"), send_all(bob, "b"));
+    x.await.unwrap();
+    y.await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 80 {
+        let frame = carol_socket.next_frame_within(WAIT).await.unwrap().expect("open");
+        if let Ok(Event::NewMessage(m)) = frame.event() {
+            seen.push(m.seq);
+        }
+    }
+    assert_eq!(seen, (1..=80).collect::<Vec<_>>(), "gapless, in order, once each");
+}
+
+#[tokio::test]
+async fn typing_on_one_node_shows_on_the_other() {
+    redis_must_answer();
+    let cluster = Cluster::start().await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob = signed_in(&cluster.b.base_url, "bob", true).await;
+    let chat = alice.create_direct(&bob.me().await.unwrap().id).await.unwrap();
+    let mut socket = bob.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+
+    alice.set_typing(&chat.id, true).await.unwrap();
+
+    let frame = tokio::time::timeout(WAIT, socket.next_of("typing")).await.unwrap().unwrap();
+    let Ok(Event::Typing(t)) = frame.event() else { panic!("a typing frame") };
+    assert!(t.typing && t.conversation_id == chat.id);
+}
+
+#[tokio::test]
+async fn a_session_signed_out_on_one_node_fails_on_the_other_at_once() {
+    redis_must_answer();
+    let cluster = Cluster::start().await;
+    let mut on_a = signed_in(&cluster.a().base_url, "alice", true).await;
+    let token = on_a.token().unwrap().to_owned();
+    let same_on_b = Client::new(&cluster.b.base_url).with_token(token);
+    assert!(same_on_b.me().await.is_ok(), "node B knows the session (and caches it)");
+    let mut socket = same_on_b.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+
+    on_a.logout().await.unwrap();
+
+    let closed = socket.next_frame_within(WAIT).await;
+    assert!(matches!(closed, Ok(None) | Err(_)), "{closed:?}");
+    assert_eq!(socket.close_code(), Some(4003));
+    let err = same_on_b.me().await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+}
+
+#[tokio::test]
+async fn a_client_cut_from_one_node_resumes_on_the_other_without_loss() {
+    redis_must_answer();
+    let cluster = Cluster::start().await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob_a = signed_in(&cluster.a().base_url, "bob", true).await;
+    let chat = alice.create_direct(&bob_a.me().await.unwrap().id).await.unwrap();
+    let mut socket = bob_a.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+    alice.send_text(&chat.id, "before").await.unwrap();
+    socket.next_of("new_message").await.unwrap();
+    let cursor = socket.cursor().unwrap().to_owned();
+    drop(socket);
+
+    for i in 0..10 {
+        alice.send_text(&chat.id, &format!("while away {i}")).await.unwrap();
+    }
+    let bob_b = Client::new(&cluster.b.base_url).with_token(bob_a.token().unwrap());
+    let mut resumed = bob_b.connect_ws(Some(&cursor)).await.unwrap();
+
+    let mut contents = Vec::new();
+    while contents.len() < 10 {
+        let frame = resumed.next_frame_within(WAIT).await.unwrap().expect("open");
+        if let Ok(Event::NewMessage(m)) = frame.event() {
+            contents.push(m.content);
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("while away {i}")).collect();
+    assert_eq!(contents, expected);
+}
+
+#[tokio::test]
+async fn killing_one_node_leaves_the_other_serving_and_its_users_go_offline() {
+    redis_must_answer();
+    let mut cluster = Cluster::start().await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob = signed_in(&cluster.b.base_url, "bob", true).await;
+    let chat = alice.create_direct(&bob.me().await.unwrap().id).await.unwrap();
+    let mut alice_socket = alice.connect_ws(None).await.unwrap();
+    alice_socket.next_of("ready").await.unwrap();
+    let alice_id = alice.me().await.unwrap().id;
+    let online = |list: Vec<confab_client::Presence>| {
+        list.iter().any(|p| p.user_id == alice_id && p.online)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !online(bob.list_presence().await.unwrap()) {
+        assert!(tokio::time::Instant::now() < deadline, "bob sees alice online through node B");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.a.take().expect("node A").kill9().await;
+
+    // Node B serves on: bob sends and reads.
+    let mut seen = HashSet::new();
+    let m = bob.send_text(&chat.id, "are you there?").await.unwrap();
+    seen.insert(m.id.clone());
+    let page = bob.list_messages(&chat.id, &Default::default()).await.unwrap();
+    assert!(page.messages.iter().any(|x| x.id == m.id));
+    // Alice was connected only to the dead node: she goes offline after the timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while online(bob.list_presence().await.unwrap()) {
+        assert!(tokio::time::Instant::now() < deadline, "alice goes offline after node A died");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
