@@ -180,8 +180,12 @@ impl Service {
         let idle = self.limits.session_idle_ms;
         let session = match self.sessions.use_session(&hash, idle) {
             Lookup::Live { session, store_last_used } => {
-                if store_last_used {
-                    self.store.touch_session(&hash, session.last_used_ms).await?;
+                // Once a minute the database confirms the session still exists, so a sign-out
+                // whose bus message was lost still takes effect here within a minute.
+                if store_last_used && !self.store.touch_session(&hash, session.last_used_ms).await?
+                {
+                    self.sessions.remove(&hash);
+                    return Err(INVALID);
                 }
                 session
             }

@@ -185,7 +185,9 @@ pub trait Store: Send + Sync + 'static {
     // --- sessions
     async fn insert_session(&self, session: NewSession) -> StoreResult<()>;
     async fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>>;
-    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<()>;
+    /// Records a session's last use; answers false when the session no longer exists (it was
+    /// signed out, perhaps through another node).
+    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<bool>;
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
     /// `user_id`'s sessions, most recently used first.
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<StoredSession>>;

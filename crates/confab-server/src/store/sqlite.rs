@@ -643,17 +643,18 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<()> {
+    async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<bool> {
         let token_hash = token_hash.to_owned();
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
-                    sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
-                        .bind(&token_hash)
-                        .bind(at_ms)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    Ok(())
+                    let done =
+                        sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
+                            .bind(&token_hash)
+                            .bind(at_ms)
+                            .execute(&mut tx.conn)
+                            .await?;
+                    Ok(done.rows_affected() == 1)
                 })
             })
             .await
