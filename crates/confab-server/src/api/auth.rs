@@ -185,6 +185,7 @@ pub struct SearchParams {
     responses(
         (status = 200, description = "Matching users", body = UserList),
         (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 429, description = "Too many searches; `Retry-After` says when to retry", body = ErrorBody),
     ))]
 pub async fn search_users(
     State(app): State<AppState>,

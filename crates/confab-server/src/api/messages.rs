@@ -33,6 +33,7 @@ pub struct HistoryParams {
         (status = 400, description = "Unparsable parameters", body = ErrorBody),
         (status = 404, description = "No such conversation, or not yours", body = ErrorBody),
         (status = 422, description = "Out-of-range parameters", body = ErrorBody),
+        (status = 429, description = "Too many history requests; `Retry-After` says when to retry", body = ErrorBody),
     ))]
 pub async fn list_messages(
     State(app): State<AppState>,
@@ -57,6 +58,7 @@ pub async fn list_messages(
         (status = 404, description = "No such conversation, or not yours", body = ErrorBody),
         (status = 413, description = "Content too long", body = ErrorBody),
         (status = 422, description = "Empty content or bad reply_to", body = ErrorBody),
+        (status = 429, description = "Too many messages; `Retry-After` says when to retry", body = ErrorBody),
     ))]
 pub async fn send_message(
     State(app): State<AppState>,
@@ -78,6 +80,7 @@ pub async fn send_message(
         (status = 403, description = "Not the sender", body = ErrorBody),
         (status = 404, description = "No such message, or not yours to see", body = ErrorBody),
         (status = 409, description = "The message is deleted", body = ErrorBody),
+        (status = 429, description = "Too many messages; `Retry-After` says when to retry", body = ErrorBody),
     ))]
 pub async fn edit_message(
     State(app): State<AppState>,

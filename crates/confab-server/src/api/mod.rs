@@ -7,6 +7,7 @@
 mod auth;
 pub mod client;
 mod conversations;
+mod doc;
 pub mod error;
 pub mod extract;
 mod messages;
@@ -77,7 +78,7 @@ async fn healthz() -> Json<Health> {
 /// The whole HTTP application. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let hsts = state.net.tls;
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
@@ -102,6 +103,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(crate::realtime::sse::events))
         .routes(routes!(crate::realtime::poll::poll))
         .split_for_parts();
+    doc::add_common_responses(&mut openapi);
     let openapi_json: Arc<str> = match openapi.to_json() {
         Ok(json) => json.into(),
         Err(e) => {

@@ -56,6 +56,7 @@ pub async fn list_presence(
     responses(
         (status = 204, description = "Told"),
         (status = 404, description = "No such conversation, or not yours", body = ErrorBody),
+        (status = 429, description = "Too many typing notices; `Retry-After` says when to retry", body = ErrorBody),
     ))]
 pub async fn set_typing(
     State(app): State<AppState>,
