@@ -3,8 +3,9 @@
 #
 # Tests start real servers on 127.0.0.1 port 0 with temporary data folders. The WebSocket
 # interoperability test drives the server with Python's `websockets` library, installed here
-# into ./.venv (from PyPI) when missing; the browser tests need Debian's Chromium at
-# /usr/bin/chromium and install their npm packages into e2e/node_modules when missing.
+# into ./.venv (from PyPI) when missing; schemathesis goes into ./.venv-schemathesis the same
+# way. The browser tests need Debian's Chromium at /usr/bin/chromium and install their npm
+# packages into e2e/node_modules when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ export CONFAB_PYTHON="$PWD/.venv/bin/python"
 
 echo "== Rust: unit and integration tests (SQLite)"
 cargo test --workspace --locked
+
+echo "== API conformance: schemathesis against /api/openapi.json (debug server)"
+cargo build --quiet --locked -p confab-server --bin confab
+CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab" ./scripts/schemathesis.sh
 
 echo "== benchmark harness smoke runs (tiny sizes; functional checks only, no timing assertions)"
 cargo build --quiet --locked -p confab-server -p confab-bench
