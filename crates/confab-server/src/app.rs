@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::realtime::{Hub, HubConfig};
 use crate::service::{Limits, Service};
 use crate::store::Store;
+use crate::store::postgres::{PgStore, is_postgres_url};
 use crate::store::sqlite::SqliteStore;
 
 pub struct App {
@@ -46,15 +47,27 @@ impl App {
         let (bus, revocations) =
             Bus::new(hub.clone(), config.redis_url.as_deref(), &config.redis_prefix)?;
         let bus = Arc::new(bus);
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_url(
-                &config.database_url,
-                config.sqlite_sync_full,
-                bus.clone(),
-                config.keyring.clone(),
+        let store: Arc<dyn Store> = if is_postgres_url(&config.database_url) {
+            Arc::new(
+                PgStore::open(
+                    &config.database_url,
+                    config.database_max_connections,
+                    bus.clone(),
+                    config.keyring.clone(),
+                )
+                .await?,
             )
-            .await?,
-        );
+        } else {
+            Arc::new(
+                SqliteStore::open_url(
+                    &config.database_url,
+                    config.sqlite_sync_full,
+                    bus.clone(),
+                    config.keyring.clone(),
+                )
+                .await?,
+            )
+        };
         bus.start(store.clone());
         let service =
             Arc::new(Service::new(store, hub, bus, Limits::from(&config), &config.rates).await?);

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::security::crypto::Keyring;
 use crate::security::rate::{Rate, RateConfig};
+use crate::store::postgres::is_postgres_url;
 
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about = "Confab: a self-hostable private messaging server")]
@@ -57,9 +58,13 @@ pub struct ServeArgs {
     /// Folder for the SQLite database and other local data [default: ./data]
     #[arg(long, env = "CONFAB_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL [default: SQLite at <data-dir>/confab.db]
+    /// Database URL: sqlite://PATH, or postgres://USER@HOST/DB for several nodes sharing one
+    /// database [default: SQLite at <data-dir>/confab.db]
     #[arg(long, env = "CONFAB_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// Most PostgreSQL read connections of this node (its writer has one more) [default: 10]
+    #[arg(long, env = "CONFAB_DATABASE_MAX_CONNECTIONS", value_name = "N")]
+    pub database_max_connections: Option<u32>,
     /// Redis URL for cross-node fan-out [default: none, in-process bus]
     #[arg(long, env = "CONFAB_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
@@ -169,6 +174,9 @@ impl ServeArgs {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             database_url: self.database_url.or(file.database_url),
+            database_max_connections: self
+                .database_max_connections
+                .or(file.database_max_connections),
             redis_url: self.redis_url.or(file.redis_url),
             redis_prefix: self.redis_prefix.or(file.redis_prefix),
             config: self.config,
@@ -213,8 +221,10 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `sqlite://…` (the default, in `data_dir`).
+    /// `sqlite://…` (the default, in `data_dir`) or `postgres://…`.
     pub database_url: String,
+    /// The PostgreSQL read pool's size.
+    pub database_max_connections: u32,
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pub max_message_bytes: usize,
@@ -254,9 +264,10 @@ impl Config {
     fn validate(args: ServeArgs) -> anyhow::Result<Config> {
         let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = match args.database_url {
-            Some(url) if url.starts_with("sqlite:") => url,
+            Some(url) if url.starts_with("sqlite:") || is_postgres_url(&url) => url,
             Some(url) => bail!(
-                "--database-url: unsupported scheme in {url:?}; this build supports sqlite: URLs"
+                "--database-url: unsupported scheme in {url:?}; expected sqlite:, postgres: or \
+                 postgresql: URLs"
             ),
             None => format!("sqlite://{}", data_dir.join("confab.db").display()),
         };
@@ -264,6 +275,10 @@ impl Config {
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
             bail!("--redis-url: expected a redis:// or rediss:// URL, got {url:?}");
+        }
+        let database_max_connections = args.database_max_connections.unwrap_or(10);
+        if !(1..=1000).contains(&database_max_connections) {
+            bail!("--database-max-connections: expected 1 to 1000");
         }
         let redis_prefix = args.redis_prefix.unwrap_or_else(|| "confab".to_owned());
         if redis_prefix.is_empty()
@@ -391,6 +406,7 @@ impl Config {
             listen: args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,
             database_url,
+            database_max_connections,
             redis_url: args.redis_url,
             redis_prefix,
             max_message_bytes,

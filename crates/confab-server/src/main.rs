@@ -36,8 +36,12 @@ async fn rotate(args: confab_server::config::ServeArgs) -> anyhow::Result<()> {
     let keys = config.keyring.clone().ok_or_else(|| {
         anyhow::anyhow!("set CONFAB_ENCRYPTION_KEY (or --encryption-key-file) to the new key")
     })?;
-    let done =
-        confab_server::store::sqlite::rotate_keys(&config.database_url, keys.clone()).await?;
+    let url = &config.database_url;
+    let done = if confab_server::store::postgres::is_postgres_url(url) {
+        confab_server::store::postgres::rotate_keys(url, keys.clone()).await?
+    } else {
+        confab_server::store::sqlite::rotate_keys(url, keys.clone()).await?
+    };
     println!(
         "re-encrypted {} messages and {} events under key {}",
         done.messages,

@@ -89,6 +89,44 @@ impl Codec {
     }
 }
 
+/// A stored payload in which every copy of message `message_id` has `content` (already in its
+/// stored form) and, when `deleted`, the deleted flag: how an edit or delete reaches the
+/// events that carried the old text.
+pub fn replace_message_copies(
+    stored: &str,
+    message_id: &str,
+    content: &str,
+    deleted: bool,
+) -> StoreResult<String> {
+    let mut value: Value =
+        serde_json::from_str(stored).map_err(|e| StoreError::Backend(e.into()))?;
+    visit_messages(&mut value, &mut |message| {
+        if message.get("id").and_then(Value::as_str) == Some(message_id) {
+            message.insert("content".into(), Value::String(content.to_owned()));
+            if deleted {
+                message.insert("deleted".into(), Value::Bool(true));
+            }
+        }
+    });
+    serde_json::to_string(&value).map_err(|e| StoreError::Backend(e.into()))
+}
+
+/// Calls `f` on every message object inside `value`.
+fn visit_messages(value: &mut Value, f: &mut dyn FnMut(&mut serde_json::Map<String, Value>)) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("conversation_id") && map.contains_key("seq") {
+                f(map);
+            }
+            for child in map.values_mut() {
+                visit_messages(child, f);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| visit_messages(item, f)),
+        _ => {}
+    }
+}
+
 /// Applies `f(message_id, content)` to the content of every message object inside `value`.
 fn map_contents(
     value: &mut Value,
@@ -140,6 +178,23 @@ mod tests {
         let opened: Value =
             serde_json::from_str(&codec.open_payload(stored).expect("open")).expect("json");
         assert_eq!(opened, payload);
+    }
+
+    #[test]
+    fn an_edit_reaches_every_copy_of_the_message_and_nothing_else() {
+        let payload = serde_json::json!({
+            "conversation": {"id": "c", "last_message": message("m1", "old")},
+            "message": message("m1", "old"),
+            "other": message("m2", "keep"),
+        });
+
+        let stored = replace_message_copies(&payload.to_string(), "m1", "", true).expect("edit");
+
+        let value: Value = serde_json::from_str(&stored).expect("json");
+        assert_eq!(value["message"]["content"], "");
+        assert_eq!(value["message"]["deleted"], true);
+        assert_eq!(value["conversation"]["last_message"]["content"], "");
+        assert_eq!(value["other"], message("m2", "keep"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Persistence. `Store` is the one trait the services talk to; `sqlite.rs` implements it on an
-//! embedded SQLite database (a PostgreSQL implementation can follow without changing the trait).
+//! embedded SQLite database, `postgres.rs` on PostgreSQL for several nodes sharing one database.
 //!
 //! The store never decides who may do what: it reads and writes what it is told, assigns the
 //! per-conversation `seq` inside the transaction that stores a message, and keeps idempotency
 //! keys. Permissions live in `service/`.
 
 pub mod codec;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod writer;
 
@@ -164,6 +166,13 @@ pub struct Upserted<T> {
 pub struct Removal {
     /// A member promoted to admin because the last admin left.
     pub promoted: Option<String>,
+}
+
+/// What `confab keys rotate` changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub messages: u64,
+    pub events: u64,
 }
 
 #[async_trait]

@@ -13,8 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use confab_proto::{
-    Conversation, ConversationType, Event, Frame, Me, MembershipChange, Message, Participant,
-    Receipt, Role, User,
+    Conversation, Event, Frame, Me, MembershipChange, Message, Participant, Receipt, User,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -23,11 +22,16 @@ use sqlx::{Connection, FromRow, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::codec::Codec;
+use super::rows::{
+    Audience, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
+    PARTICIPANT_SELECT, ParticipantRow, UserRow, View, frame_text, open_row, parse_kind,
+    parse_role,
+};
 use super::writer::{EventSink, Published, Tx, Writer};
 use super::{
     EventBounds, Membership, NewConversation, NewMessage, NewParticipant, NewSession, NewUser,
-    PageCursor, Removal, SessionRecord, Store, StoreError, StoreResult, StoredFrame, StoredSession,
-    Upserted, UserCredentials,
+    PageCursor, Removal, Rotation, SessionRecord, Store, StoreError, StoreResult, StoredFrame,
+    StoredSession, Upserted, UserCredentials,
 };
 use crate::security::crypto::Keyring;
 use crate::time::from_ms;
@@ -108,127 +112,6 @@ fn connect_options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
         .pragma("secure_delete", "on")
-}
-
-// ---------------------------------------------------------------- rows
-
-#[derive(FromRow)]
-struct UserRow {
-    id: String,
-    username: String,
-    created_at: i64,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> User {
-        User { id: r.id, username: r.username, created_at: from_ms(r.created_at) }
-    }
-}
-
-#[derive(FromRow)]
-struct MessageRow {
-    id: String,
-    conversation_id: String,
-    sender_id: String,
-    content: String,
-    created_at: i64,
-    seq: i64,
-    client_id: Option<String>,
-    reply_to: Option<String>,
-    edited_at: Option<i64>,
-    deleted: bool,
-}
-
-impl From<MessageRow> for Message {
-    fn from(r: MessageRow) -> Message {
-        Message {
-            id: r.id,
-            conversation_id: r.conversation_id,
-            sender_id: r.sender_id,
-            content: r.content,
-            created_at: from_ms(r.created_at),
-            seq: r.seq,
-            client_id: r.client_id,
-            reply_to: r.reply_to,
-            edited_at: r.edited_at.map(from_ms),
-            deleted: r.deleted,
-        }
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to, edited_at, deleted";
-
-#[derive(FromRow)]
-struct ParticipantRow {
-    conversation_id: String,
-    user_id: String,
-    username: String,
-    joined_at: i64,
-    role: String,
-    last_read_seq: i64,
-    last_delivered_seq: i64,
-}
-
-impl From<ParticipantRow> for Participant {
-    fn from(r: ParticipantRow) -> Participant {
-        Participant {
-            user_id: r.user_id,
-            username: r.username,
-            joined_at: from_ms(r.joined_at),
-            role: parse_role(&r.role),
-            last_read_seq: r.last_read_seq,
-            last_delivered_seq: r.last_delivered_seq,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct ConversationRow {
-    id: String,
-    #[sqlx(rename = "type")]
-    kind: String,
-    title: Option<String>,
-    created_at: i64,
-    last_seq: i64,
-    last_activity_at: i64,
-    unread_count: i64,
-}
-
-fn parse_role(s: &str) -> Role {
-    if s == "admin" { Role::Admin } else { Role::Member }
-}
-
-fn parse_kind(s: &str) -> ConversationType {
-    if s == "group" { ConversationType::Group } else { ConversationType::Direct }
-}
-
-/// Conversation rows as `$1` (a user id) sees them, with the unread count computed from that
-/// user's read watermark by a range scan of `messages (conversation_id, seq)`.
-const CONVERSATION_SELECT: &str = "
-    SELECT c.id, c.type, c.title, c.created_at, c.last_seq, c.last_activity_at,
-           (SELECT COUNT(*) FROM messages m
-             WHERE m.conversation_id = c.id AND m.seq > p.last_read_seq
-               AND m.sender_id <> p.user_id AND m.deleted = 0) AS unread_count
-      FROM participants p JOIN conversations c ON c.id = p.conversation_id
-     WHERE p.user_id = $1";
-
-/// Participants as `$3` sees them: the read watermark of someone who does not share read
-/// receipts shows as 0 to everyone else.
-const PARTICIPANT_SELECT: &str = "
-    SELECT p.conversation_id, p.user_id, u.username, p.joined_at, p.role,
-           CASE WHEN u.share_read_receipts = 1 OR u.id = $3 THEN p.last_read_seq ELSE 0 END
-               AS last_read_seq,
-           p.last_delivered_seq
-      FROM participants p JOIN users u ON u.id = p.user_id";
-
-/// Whose point of view a conversation is built from.
-#[derive(Clone, Copy)]
-enum View<'a> {
-    /// A member's: their unread count, their own read watermark.
-    Member(&'a str),
-    /// For an event everyone receives, built from a member's rows: no unread count, and only
-    /// the read watermarks their owners share.
-    Shared(&'a str),
 }
 
 /// Conversations as `view` sees them (all of the member's, or `only` one), with participants
@@ -381,27 +264,6 @@ async fn message_on(
     .fetch_optional(&mut *conn)
     .await?;
     open_row(codec, row.ok_or(StoreError::NotFound)?)
-}
-
-/// A message row with its content opened.
-fn open_row(codec: &Codec, mut row: MessageRow) -> StoreResult<Message> {
-    row.content = codec.open(&row.id, std::mem::take(&mut row.content))?;
-    Ok(Message::from(row))
-}
-
-/// Who receives an event.
-enum Audience<'a> {
-    /// The conversation's members at commit time.
-    Members,
-    /// The members and one more user (someone just removed).
-    MembersAnd(&'a str),
-    /// One user only.
-    Only(&'a str),
-}
-
-/// The whole frame of a stored event, built from its parts without re-serializing.
-fn frame_text(kind: &str, payload: &str, instance: &str, id: i64) -> String {
-    format!(r#"{{"type":"{kind}","payload":{payload},"cursor":"{instance}-{id}"}}"#)
 }
 
 /// Appends `event` to the log in the current transaction and queues it for delivery after the
@@ -1425,13 +1287,6 @@ async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResul
         last_seq,
         last_activity_at: from_ms(last_activity_at),
     })
-}
-
-/// What `confab keys rotate` changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rotation {
-    pub messages: u64,
-    pub events: u64,
 }
 
 /// Re-encrypts every message and event payload not yet under the current key of `keys`

@@ -1,11 +1,15 @@
-//! The single SQLite writer, with group commit.
+//! The single writer, with group commit.
 //!
 //! SQLite allows one writer at a time. Instead of a pool of connections fighting over the lock
 //! (and sleeping in `busy_timeout`), every write is a job sent to one task that owns the only
 //! write connection. The task takes the jobs that arrived together, runs them inside one
-//! `BEGIN IMMEDIATE` transaction, each under its own savepoint so a failing job does not undo
-//! its neighbours, and commits once: one fsync covers the whole batch. Nobody is answered
-//! before the commit is durable.
+//! transaction (`BEGIN IMMEDIATE` on SQLite), each under its own savepoint so a failing job
+//! does not undo its neighbours, and commits once: one fsync covers the whole batch. Nobody is
+//! answered before the commit is durable.
+//!
+//! PostgreSQL uses the same writer, one per node: its transactions take a cluster-wide
+//! advisory lock first ([`WriteConn::begin`]), so the event log's ids commit in increasing
+//! order across nodes, as they do on SQLite.
 //!
 //! Jobs record the real-time events of their changes in the same transaction (`Tx::emit`).
 //! After the commit the writer hands them to the [`EventSink`] in id order, before answering
@@ -19,6 +23,50 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
+
+/// The connection a writer owns: how it opens, moves on within, and ends a batch's
+/// transaction.
+pub trait WriteConn: Send + 'static {
+    /// Starts the batch's transaction and its first savepoint, `job`.
+    fn begin(&mut self) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Runs `sql` (savepoint steps, `COMMIT`) in the open transaction.
+    fn step(&mut self, sql: &'static str) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Abandons the open transaction after a failure.
+    fn abort(&mut self) -> BoxFuture<'_, ()>;
+    fn close(self) -> BoxFuture<'static, ()>;
+}
+
+impl WriteConn for SqliteConnection {
+    fn begin(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
+        // Statements go to SQLite's thread one round trip at a time, so the savepoint that
+        // ends one job and the one that starts the next travel together.
+        Box::pin(async move {
+            sqlx::raw_sql("BEGIN IMMEDIATE; SAVEPOINT job").execute(&mut *self).await?;
+            Ok(())
+        })
+    }
+
+    fn step(&mut self, sql: &'static str) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            sqlx::raw_sql(sql).execute(&mut *self).await?;
+            Ok(())
+        })
+    }
+
+    fn abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *self).await;
+        })
+    }
+
+    fn close(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Err(e) = Connection::close(self).await {
+                tracing::warn!(error = ?e, "closing the write connection");
+            }
+        })
+    }
+}
 
 use super::codec::Codec;
 use super::{StoreError, StoreResult};
@@ -42,8 +90,8 @@ pub trait EventSink: Send + Sync + 'static {
 }
 
 /// The open write transaction a job works in.
-pub struct Tx {
-    pub conn: SqliteConnection,
+pub struct Tx<C = SqliteConnection> {
+    pub conn: C,
     /// This database's name in cursors.
     pub instance: Arc<str>,
     /// How message content is stored (plain or sealed).
@@ -51,7 +99,7 @@ pub struct Tx {
     events: Vec<Published>,
 }
 
-impl Tx {
+impl<C> Tx<C> {
     /// Queues an event stored by this transaction for delivery after the commit.
     pub fn emit(&mut self, event: Published) {
         self.events.push(event);
@@ -61,7 +109,7 @@ impl Tx {
 /// Delivers a job's result once the batch's commit outcome is known.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A job runs against the open transaction and says whether it succeeded.
-type Job = Box<dyn for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, (bool, Completion)> + Send>;
+type Job<C> = Box<dyn for<'c> FnOnce(&'c mut Tx<C>) -> BoxFuture<'c, (bool, Completion)> + Send>;
 
 /// Most jobs in one transaction: bounds the latency a batch adds to its first job.
 const MAX_BATCH: usize = 256;
@@ -69,22 +117,27 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4096;
 
 /// `None` asks the writer to finish what is queued before it and stop.
-type Command = Option<Job>;
+type Command<C> = Option<Job<C>>;
 
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::Sender<Command>,
+pub struct Writer<C = SqliteConnection> {
+    tx: mpsc::Sender<Command<C>>,
 }
 
-impl Writer {
+impl<C> Clone for Writer<C> {
+    fn clone(&self) -> Self {
+        Writer { tx: self.tx.clone() }
+    }
+}
+
+impl<C: WriteConn> Writer<C> {
     /// Starts the writer task on `conn`. The task ends, closing the connection, after
     /// [`Writer::close`] or when every `Writer` clone is dropped; the handle resolves then.
     pub fn spawn(
-        conn: SqliteConnection,
+        conn: C,
         instance: Arc<str>,
         codec: Codec,
         sink: Arc<dyn EventSink>,
-    ) -> (Writer, tokio::task::JoinHandle<()>) {
+    ) -> (Writer<C>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = tokio::spawn(run(Tx { conn, instance, codec, events: Vec::new() }, sink, rx));
         (Writer { tx }, handle)
@@ -95,10 +148,10 @@ impl Writer {
     pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Tx<C>) -> BoxFuture<'c, StoreResult<R>> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |conn| {
+        let job: Job<C> = Box::new(move |conn| {
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
@@ -127,7 +180,11 @@ impl Writer {
     }
 }
 
-async fn run(mut tx: Tx, sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Command>) {
+async fn run<C: WriteConn>(
+    mut tx: Tx<C>,
+    sink: Arc<dyn EventSink>,
+    mut rx: mpsc::Receiver<Command<C>>,
+) {
     let mut commands = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
@@ -157,22 +214,17 @@ async fn run(mut tx: Tx, sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Comman
         }
     }
     rx.close();
-    if let Err(e) = tx.conn.close().await {
-        tracing::warn!(error = ?e, "closing the write connection");
-    }
+    tx.conn.close().await;
     tracing::debug!("database writer stopped");
 }
 
-async fn run_batch(
-    tx: &mut Tx,
-    batch: &mut Vec<Job>,
+async fn run_batch<C: WriteConn>(
+    tx: &mut Tx<C>,
+    batch: &mut Vec<Job<C>>,
     completions: &mut Vec<Completion>,
 ) -> anyhow::Result<()> {
-    // Statements go to SQLite's thread one round trip at a time, so the savepoint that ends one
-    // job and the one that starts the next travel together.
-    let begun = sqlx::raw_sql("BEGIN IMMEDIATE; SAVEPOINT job").execute(&mut tx.conn).await;
-    if let Err(e) = begun {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
+    if let Err(e) = tx.conn.begin().await {
+        tx.conn.abort().await;
         // Dropping a job unrun drops its answer channel: its caller gets an error.
         batch.clear();
         return Err(e).context("begin transaction");
@@ -193,10 +245,10 @@ async fn run_batch(
             (true, true) => "RELEASE job; COMMIT",
             (false, true) => "ROLLBACK TO job; RELEASE job; COMMIT",
         };
-        if let Err(e) = sqlx::raw_sql(step).execute(&mut tx.conn).await {
+        if let Err(e) = tx.conn.step(step).await {
             // The transaction is broken: nothing of the batch is kept, and the jobs not yet
             // run are dropped with the drain (their callers get an error).
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut tx.conn).await;
+            tx.conn.abort().await;
             return Err(e).context(if last { "commit" } else { "savepoint" });
         }
     }
