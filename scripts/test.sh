@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of Confab. This is the README's test command; CI calls it too.
 #
-# Tests start real servers on 127.0.0.1 port 0 with temporary data folders. The WebSocket
+# Tests start real servers on 127.0.0.1 port 0 with temporary data folders, and use the
+# PostgreSQL, Redis and nginx of this machine. The WebSocket
 # interoperability test drives the server with Python's `websockets` library, installed here
 # into ./.venv (from PyPI) when missing; schemathesis goes into ./.venv-schemathesis the same
 # way. The browser tests need Debian's Chromium at /usr/bin/chromium and install their npm
@@ -18,6 +19,13 @@ export CONFAB_PYTHON="$PWD/.venv/bin/python"
 
 echo "== Rust: unit and integration tests (SQLite)"
 cargo test --workspace --locked
+
+# The same integration suite on the scale-out backends: every test server gets a PostgreSQL
+# database and a Redis key prefix of its own (127.0.0.1:5432 and :6379 unless
+# CONFAB_TEST_POSTGRES_URL / CONFAB_TEST_REDIS_URL say otherwise), removed afterwards. The
+# cluster tests use both in every run. A missing PostgreSQL or Redis fails here.
+echo "== Rust: integration tests again on PostgreSQL + Redis"
+CONFAB_TEST_DATABASE=postgres cargo test --locked -p confab-server --test it
 
 echo "== API conformance: schemathesis against /api/openapi.json (debug server)"
 cargo build --quiet --locked -p confab-server --bin confab

@@ -1,5 +1,6 @@
-//! Several nodes, one cluster: two `confab` processes share one database and the real Redis on
-//! 127.0.0.1:6379 (each test under its own key prefix), and clients talk to both. What one
+//! Several nodes, one cluster: two `confab` processes share one PostgreSQL database and the
+//! real Redis (each test with a database and key prefix of its own, see
+//! `harness::TestDatabase`), and clients talk to both. What one
 //! node commits reaches sockets on the other exactly once and in order; sessions signed out on
 //! one fail on the other; a killed node leaves the other serving.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use confab_client::{Client, Event};
 use tempfile::TempDir;
 
-use crate::harness::PASSWORD;
+use crate::harness::{PASSWORD, TestDatabase};
 use crate::process::ServerProcess;
 
 /// Redis for the cluster tests. CI provides it; a missing Redis fails the tests loudly.
@@ -20,38 +21,32 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Cluster {
     a: Option<ServerProcess>,
     b: ServerProcess,
-    prefix: String,
+    _database: TestDatabase,
     _dir: TempDir,
 }
 
 impl Cluster {
-    /// Node A, then node B on the same data folder, both on Redis under a fresh prefix.
+    /// Node A, then node B, on one fresh PostgreSQL database and Redis prefix.
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let prefix = format!("confab-test-{}", uuid::Uuid::new_v4().simple());
-        let args = ["--redis-url", REDIS_URL, "--redis-prefix", &prefix, "--presence-grace-ms", "200"];
+        let database = TestDatabase::create().await;
+        let args = [
+            "--database-url",
+            &database.url,
+            "--redis-url",
+            REDIS_URL,
+            "--redis-prefix",
+            &database.redis_prefix,
+            "--presence-grace-ms",
+            "200",
+        ];
         let a = ServerProcess::start(dir.path(), &args, &[]).await;
         let b = ServerProcess::start(dir.path(), &args, &[]).await;
-        Cluster { a: Some(a), b, prefix, _dir: dir }
+        Cluster { a: Some(a), b, _database: database, _dir: dir }
     }
 
     fn a(&self) -> &ServerProcess {
         self.a.as_ref().expect("node A runs")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Presence and rate-limit keys expire by themselves; remove them now anyway.
-        if let Ok(client) = redis::Client::open(REDIS_URL)
-            && let Ok(mut conn) = client.get_connection()
-        {
-            let keys: Vec<String> =
-                redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query(&mut conn).unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
     }
 }
 
@@ -98,7 +93,7 @@ async fn messages_sent_through_one_node_reach_a_socket_on_the_other_once_and_in_
     }
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "every message once, in order");
     // Nothing more arrives: no duplicates trailing behind.
-    assert!(matches!(socket.next_frame_within(Duration::from_millis(500)).await, Err(_)));
+    assert!(socket.next_frame_within(Duration::from_millis(500)).await.is_err());
 }
 
 #[tokio::test]
@@ -213,9 +208,8 @@ async fn killing_one_node_leaves_the_other_serving_and_its_users_go_offline() {
     let mut alice_socket = alice.connect_ws(None).await.unwrap();
     alice_socket.next_of("ready").await.unwrap();
     let alice_id = alice.me().await.unwrap().id;
-    let online = |list: Vec<confab_client::Presence>| {
-        list.iter().any(|p| p.user_id == alice_id && p.online)
-    };
+    let online =
+        |list: Vec<confab_client::Presence>| list.iter().any(|p| p.user_id == alice_id && p.online);
     let deadline = tokio::time::Instant::now() + WAIT;
     while !online(bob.list_presence().await.unwrap()) {
         assert!(tokio::time::Instant::now() < deadline, "bob sees alice online through node B");
@@ -236,4 +230,121 @@ async fn killing_one_node_leaves_the_other_serving_and_its_users_go_offline() {
         assert!(tokio::time::Instant::now() < deadline, "alice goes offline after node A died");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `deploy/nginx.conf` made runnable here: the two upstreams pointed at the nodes, TLS and the
+/// port-80 redirect left out (the certificate is the operator's), everything else as shipped.
+fn local_nginx_config(
+    template: &str,
+    listen: u16,
+    a: &str,
+    b: &str,
+    dir: &std::path::Path,
+) -> String {
+    let mut site = String::new();
+    let (mut skipping_redirect, mut redirect_skipped) = (false, false);
+    for line in template.lines() {
+        let t = line.trim();
+        if t.starts_with("server {") && !redirect_skipped {
+            // The first server block is the port-80 redirect.
+            (skipping_redirect, redirect_skipped) = (true, true);
+            continue;
+        }
+        if skipping_redirect {
+            if t == "}" {
+                skipping_redirect = false;
+            }
+            continue;
+        }
+        let line = if t.starts_with("listen 443") {
+            format!("    listen 127.0.0.1:{listen};")
+        } else if t.starts_with("listen [::]") || t.starts_with("ssl_") || t == "http2 on;" {
+            continue;
+        } else {
+            line.replace("127.0.0.1:8081", a).replace("127.0.0.1:8082", b)
+        };
+        site.push_str(&line);
+        site.push('\n');
+    }
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+         scgi_temp_path {d}/scgi;\n{site}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn two_nodes_behind_the_shipped_nginx_config_serve_http_and_websockets() {
+    redis_must_answer();
+    let nginx = which_nginx();
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx.conf"),
+    )
+    .expect("deploy/nginx.conf");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let config = local_nginx_config(
+        &template,
+        port,
+        &host(&cluster.a().base_url),
+        &host(&cluster.b.base_url),
+        dir.path(),
+    );
+    let config_path = dir.path().join("nginx.conf");
+    std::fs::write(&config_path, config).unwrap();
+    let mut proxy = tokio::process::Command::new(nginx)
+        .arg("-c")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = Client::new(&base);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while probe.health().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx answers: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Everything through the balancer: requests land on either node.
+    let alice = signed_in(&base, "alice", true).await;
+    let bob = signed_in(&base, "bob", true).await;
+    let chat = alice.create_direct(&bob.me().await.unwrap().id).await.unwrap();
+    let mut socket = bob.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+    for i in 0..20 {
+        alice.send_text(&chat.id, &format!("via nginx {i}")).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let frame = socket.next_frame_within(WAIT).await.unwrap().expect("open through nginx");
+        if let Ok(Event::NewMessage(m)) = frame.event() {
+            got.push(m.content);
+        }
+    }
+    assert_eq!(got, (0..20).map(|i| format!("via nginx {i}")).collect::<Vec<_>>());
+    // The nodes saw the client's address through the trusted proxy header path only when
+    // configured; the session list still answers through the balancer.
+    assert!(!alice.list_sessions().await.unwrap().is_empty());
+    let _ = proxy.start_kill();
+}
+
+/// nginx for the load-balancer test; `.ci/run` installs it. Missing nginx fails the test.
+fn which_nginx() -> &'static str {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!("nginx is required for the load-balancer test (apt-get install nginx-light)");
 }

@@ -4,6 +4,12 @@
 //! `TestServer::spawn` builds the real `App`, runs it on a tokio task and stops it gracefully on
 //! `restart` or drop. Logs stay quiet unless `TEST_LOG=1` (the level then comes from
 //! `RUST_LOG`, default `info`).
+//!
+//! The backend is SQLite unless `CONFAB_TEST_DATABASE=postgres`: then every server gets a
+//! database of its own on the PostgreSQL at `CONFAB_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and a key prefix of its own on the Redis at
+//! `CONFAB_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/`), both removed afterwards. A
+//! missing PostgreSQL or Redis fails the test.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Once;
@@ -26,12 +32,126 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Configure = Box<dyn Fn(&mut Config) + Send + Sync>;
 
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("CONFAB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The Redis tests use, each under its own prefix.
+pub fn redis_url() -> String {
+    std::env::var("CONFAB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// Whether this run puts every test server on PostgreSQL and Redis.
+pub fn on_postgres() -> bool {
+    std::env::var("CONFAB_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// A PostgreSQL database and a Redis key prefix of one test's own, removed on drop.
+pub struct TestDatabase {
+    pub name: String,
+    /// `postgres://…/<name>`.
+    pub url: String,
+    /// Redis keys and channels under `<prefix>:`.
+    pub redis_prefix: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let name = format!("confab_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must answer at {admin} (CONFAB_TEST_POSTGRES_URL): {e}")
+        });
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        let (base, _) = admin.rsplit_once('/').expect("a URL with a database name");
+        let url = format!("{base}/{name}");
+        let redis_prefix = format!("confab-test-{}", uuid::Uuid::new_v4().simple());
+        let client = redis::Client::open(redis_url()).expect("a Redis URL");
+        let mut redis = client.get_connection().unwrap_or_else(|e| {
+            panic!("Redis must answer at {} (CONFAB_TEST_REDIS_URL): {e}", redis_url())
+        });
+        let _: String = redis::cmd("PING").query(&mut redis).expect("Redis answers PING");
+        TestDatabase { name, url, redis_prefix }
+    }
+}
+
+impl TestDatabase {
+    /// Every file PostgreSQL keeps for this database (tables, indexes, TOAST), as raw bytes,
+    /// after a checkpoint has written everything out.
+    pub async fn raw_bytes(&self) -> Vec<u8> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("connect");
+        sqlx::raw_sql("CHECKPOINT").execute(&mut conn).await.expect("CHECKPOINT (superuser)");
+        let data: String = sqlx::query_scalar("SHOW data_directory")
+            .fetch_one(&mut conn)
+            .await
+            .expect("data_directory (superuser)");
+        let oid: sqlx::postgres::types::Oid =
+            sqlx::query_scalar("SELECT oid FROM pg_database WHERE datname = $1")
+                .bind(&self.name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("the database's oid");
+        let dir = std::path::Path::new(&data).join("base").join(oid.0.to_string());
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read PostgreSQL's files in {}: {e}", dir.display()))
+        {
+            let path = entry.expect("a directory entry").path();
+            bytes.extend(std::fs::read(&path).expect("a PostgreSQL data file"));
+        }
+        bytes
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (name, prefix) = (self.name.clone(), self.redis_prefix.clone());
+        // Drop cannot await; a thread with its own runtime removes the database (closing the
+        // connections of a server still shutting down) and the Redis keys.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
+                        let _ = conn.close().await;
+                    }
+                });
+            }
+            if let Ok(client) = redis::Client::open(redis_url())
+                && let Ok(mut conn) = client.get_connection()
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
 /// One running server and the folder holding its data.
 pub struct TestServer {
     running: Option<Running>,
     base_url: String,
     /// Re-applied on `restart`, so the restarted server has the same limits.
     configure: Configure,
+    /// On PostgreSQL runs: the server's database and Redis prefix.
+    database: Option<TestDatabase>,
     /// Declared last: fields drop in order, so the server is told to stop before its folder
     /// is removed.
     dir: TempDir,
@@ -52,9 +172,10 @@ impl TestServer {
     pub async fn spawn_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> TestServer {
         init_logs();
         let dir = tempfile::tempdir().expect("a temporary data folder");
+        let database = if on_postgres() { Some(TestDatabase::create().await) } else { None };
         let configure: Configure = Box::new(configure);
-        let (running, base_url) = start(&dir, &configure).await;
-        TestServer { running: Some(running), base_url, configure, dir }
+        let (running, base_url) = start(&dir, database.as_ref(), &configure).await;
+        TestServer { running: Some(running), base_url, configure, database, dir }
     }
 
     /// `http://127.0.0.1:<port>` of the server as it runs now (a restart changes the port).
@@ -98,7 +219,7 @@ impl TestServer {
     /// changes.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (running, base_url) = start(&self.dir, &self.configure).await;
+        let (running, base_url) = start(&self.dir, self.database.as_ref(), &self.configure).await;
         self.running = Some(running);
         self.base_url = base_url;
     }
@@ -133,6 +254,19 @@ impl TestServer {
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// The PostgreSQL database of this server, on PostgreSQL runs.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_ref()
+    }
+
+    /// The URL of the server's database, SQLite or PostgreSQL.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("confab.db").display()),
+        }
+    }
 }
 
 impl Drop for TestServer {
@@ -146,8 +280,17 @@ impl Drop for TestServer {
 
 /// Builds the app on `dir` (binding its listener, opening and migrating the database) and
 /// serves it on a task until the returned `Running` says stop.
-async fn start(dir: &TempDir, configure: &Configure) -> (Running, String) {
+async fn start(
+    dir: &TempDir,
+    database: Option<&TestDatabase>,
+    configure: &Configure,
+) -> (Running, String) {
     let mut config = Config::for_tests(dir.path().to_path_buf());
+    if let Some(database) = database {
+        config.database_url = database.url.clone();
+        config.redis_url = Some(redis_url());
+        config.redis_prefix = database.redis_prefix.clone();
+    }
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base_url = format!("http://{}", app.local_addr());

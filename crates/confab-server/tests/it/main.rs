@@ -12,11 +12,11 @@ mod harness;
 
 mod accounts;
 mod authz;
+mod cluster;
 mod conversations;
 mod durability;
 mod input;
 mod messages;
-mod cluster;
 mod process;
 mod realtime;
 mod replay;

@@ -252,8 +252,12 @@ async fn responses_carry_the_security_headers_and_no_server_version() {
     }
 }
 
-/// Every file of the SQLite database (main file, WAL, shared memory), as raw bytes.
-fn database_bytes(server: &TestServer) -> Vec<u8> {
+/// What the database keeps on disk, as raw bytes: every file of the SQLite database (main
+/// file, WAL, shared memory), or on PostgreSQL the files of the test's database.
+async fn database_bytes(server: &TestServer) -> Vec<u8> {
+    if let Some(database) = server.database() {
+        return database.raw_bytes().await;
+    }
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(server.data_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -291,7 +295,7 @@ async fn without_a_key_content_is_plain_text_on_disk() {
     write_secrets(&server).await;
     server.stop().await;
 
-    assert!(contains(&database_bytes(&server), "zebra-sunrise-4471"));
+    assert!(contains(&database_bytes(&server).await, "zebra-sunrise-4471"));
 }
 
 #[tokio::test]
@@ -309,7 +313,7 @@ async fn with_a_key_no_message_text_reaches_the_disk_and_rotation_keeps_everythi
     assert_eq!(before[1].content, "walrus edited to otter-noon-5520");
     server.stop().await;
 
-    let bytes = database_bytes(&server);
+    let bytes = database_bytes(&server).await;
     for secret in &secrets {
         assert!(!contains(&bytes, secret), "{secret} is on disk in plain text");
     }
@@ -323,11 +327,21 @@ async fn with_a_key_no_message_text_reaches_the_disk_and_rotation_keeps_everythi
             c.keyring = Some(std::sync::Arc::new(Keyring::new(&k_new, &k_old).unwrap()));
         })
         .await;
-    let url = format!("sqlite://{}", server.data_dir().join("confab.db").display());
+    let url = server.database_url();
     let keys = std::sync::Arc::new(Keyring::new(&new_key, &old_key).unwrap());
-    let rotated = confab_server::store::sqlite::rotate_keys(&url, keys.clone()).await.unwrap();
+    let rotate = |keys| {
+        let url = url.clone();
+        async move {
+            if url.starts_with("postgres") {
+                confab_server::store::postgres::rotate_keys(&url, keys).await.unwrap()
+            } else {
+                confab_server::store::sqlite::rotate_keys(&url, keys).await.unwrap()
+            }
+        }
+    };
+    let rotated = rotate(keys.clone()).await;
     assert!(rotated.messages >= 2 && rotated.events >= 2, "{rotated:?}");
-    let again = confab_server::store::sqlite::rotate_keys(&url, keys).await.unwrap();
+    let again = rotate(keys).await;
     assert_eq!((again.messages, again.events), (0, 0), "a second pass finds nothing left");
 
     // Now the old key can go: everything reads with the new key alone, history and replay.
