@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::AppState;
 use crate::security::session::csrf_matches;
@@ -18,9 +18,13 @@ pub const CSRF_COOKIE: &str = "confab_csrf";
 /// The header a cookie-authenticated state-changing request carries the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// A JSON body. The content type is not checked (any client may post JSON); cross-site form
-/// posts are stopped by the CSRF layer. Syntax errors answer 400, wrong shapes 422, bodies
-/// over the limit 413.
+/// A JSON body, always an object. The content type is not checked (any client may post JSON);
+/// cross-site form posts are stopped by the CSRF layer. Syntax errors answer 400, wrong shapes
+/// 422, bodies over the limit 413.
+///
+/// Any other JSON value (an array, a string, a number, `true`, `null`) is a wrong shape, even
+/// where `T` would take it: serde's derived `Deserialize` also reads a struct from an array,
+/// its fields by position, so `["hello"]` would otherwise be a message.
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
@@ -34,10 +38,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 ServiceError::Malformed(e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(AppJson).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ServiceError::invalid("body", e.to_string()),
-            _ => ServiceError::Malformed(format!("body: malformed JSON: {e}")),
-        })
+        if !starts_an_object(&bytes) {
+            // Only a rare, refused body pays for this second parse, which tells a wrong shape
+            // (422) from a syntax error (400).
+            return Err(match serde_json::from_slice::<IgnoredAny>(&bytes) {
+                Ok(_) => ServiceError::invalid("body", "must be a JSON object"),
+                Err(e) => body_error(e),
+            });
+        }
+        serde_json::from_slice(&bytes).map(AppJson).map_err(body_error)
+    }
+}
+
+/// Whether the first character after any JSON whitespace opens an object.
+fn starts_an_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
+fn body_error(e: serde_json::Error) -> ServiceError {
+    match e.classify() {
+        serde_json::error::Category::Data => ServiceError::invalid("body", e.to_string()),
+        _ => ServiceError::Malformed(format!("body: malformed JSON: {e}")),
     }
 }
 
@@ -133,6 +154,31 @@ mod tests {
     fn the_session_cookie_is_found_among_others() {
         let p = parts(&[("cookie", "theme=dark; confab_session=xyz; other=1")]);
         assert_eq!(request_token(&p), Some(("xyz", true)));
+    }
+
+    async fn update_me(body: &'static str) -> Result<confab_proto::UpdateMe, (u16, String)> {
+        let request = axum::http::Request::builder()
+            .method("PATCH")
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        AppJson::<confab_proto::UpdateMe>::from_request(request, &())
+            .await
+            .map(|AppJson(body)| body)
+            .map_err(|e| (e.status_and_code().0.as_u16(), e.to_string()))
+    }
+
+    #[tokio::test]
+    async fn only_a_json_object_is_a_body() {
+        assert!(update_me(r#"{"share_read_receipts": false}"#).await.is_ok());
+        assert!(update_me(" \r\n\t{}").await.is_ok());
+        for wrong_shape in ["[true]", "[]", " [false]", "\"x\"", "5", "true", "null"] {
+            let (status, message) = update_me(wrong_shape).await.expect_err(wrong_shape);
+            assert_eq!((status, message.as_str()), (422, "body: must be a JSON object"));
+        }
+        for malformed in ["", "  ", "[", "[true", "nul", "\u{feff}{}", "[] []"] {
+            let (status, _) = update_me(malformed).await.expect_err(malformed);
+            assert_eq!(status, 400, "{malformed:?}");
+        }
     }
 
     #[test]

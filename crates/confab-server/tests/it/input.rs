@@ -2,7 +2,7 @@
 //! and the API's surface (unknown routes, wrong methods, health, the OpenAPI document).
 
 use confab_client::reqwest::{Method, Response};
-use confab_client::{Client, MessageQuery};
+use confab_client::{Client, MessageQuery, UpdateMe};
 
 use crate::harness::{PASSWORD, TestServer, TestUser, history, json_error};
 
@@ -109,6 +109,57 @@ async fn missing_fields_and_missing_bodies_are_invalid_input() {
             assert_eq!(error.error.code, "invalid_input", "{method} {path}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_invalid_input_and_changes_nothing() {
+    let scene = scene().await;
+    let (alice, c, m) = (&scene.alice, &scene.conversation_id, &scene.message_id);
+    let messages = format!("/api/conversations/{c}/messages");
+    let me_before = alice.update_me(&UpdateMe::default()).await.unwrap();
+    let conversation_before = alice.get_conversation(c).await.unwrap();
+    let history_before = history(alice, c).await;
+    // Arrays, strings, numbers and literals where an object is expected.
+    let mut cases: Vec<(Method, String, String)> = Vec::new();
+    for body in ["[true]", "[false]", "[]", "\"share_read_receipts\"", "0", "true", "null"] {
+        cases.push((Method::PATCH, "/api/me".to_owned(), body.to_owned()));
+    }
+    for body in [r#"["hello"]"#, r#"["hello", "client-1"]"#, "[]", r#""hello""#, "42", "false"] {
+        cases.push((Method::POST, messages.clone(), body.to_owned()));
+    }
+    // Arrays that would fill each body's fields in order.
+    let (b, name) = (scene.bob.id(), alice.name());
+    cases.extend([
+        (Method::POST, "/api/auth/register".to_owned(), format!(r#"["mallory", "{PASSWORD}"]"#)),
+        (Method::POST, "/api/auth/login".to_owned(), format!(r#"["{name}", "{PASSWORD}"]"#)),
+        (Method::POST, "/api/conversations".to_owned(), format!(r#"["group", ["{b}"], "T"]"#)),
+        (Method::PATCH, format!("/api/conversations/{c}"), r#"["renamed"]"#.to_owned()),
+        (Method::POST, format!("/api/conversations/{c}/participants"), format!(r#"[["{b}"]]"#)),
+        (Method::POST, format!("/api/conversations/{c}/read"), "[1]".to_owned()),
+        (Method::POST, format!("/api/conversations/{c}/delivered"), "[1]".to_owned()),
+        (Method::POST, format!("/api/conversations/{c}/typing"), "[true]".to_owned()),
+        (Method::PATCH, format!("/api/messages/{m}"), r#"["edited"]"#.to_owned()),
+        (Method::POST, "/api/me/password".to_owned(), format!(r#"["{PASSWORD}", "new-pass-1"]"#)),
+    ]);
+
+    for (method, path, body) in cases {
+        let response = send_body(alice, method.clone(), &path, body.clone().into_bytes()).await;
+
+        let (status, error) = json_error(response).await;
+        assert_eq!(
+            (status, error.error.code.as_str()),
+            (422, "invalid_input"),
+            "{method} {path} {body}: {}",
+            error.error.message
+        );
+    }
+    assert_eq!(alice.update_me(&UpdateMe::default()).await.unwrap(), me_before);
+    assert_eq!(alice.get_conversation(c).await.unwrap(), conversation_before);
+    assert_eq!(history(alice, c).await, history_before);
+    assert!(alice.search_users("mallory").await.unwrap().is_empty());
+    assert_eq!(alice.list_conversations().await.unwrap().len(), 1);
+    assert_eq!(alice.list_sessions().await.unwrap().len(), 1);
+    scene.server.reconnect_by_login(alice.name()).await;
 }
 
 #[tokio::test]

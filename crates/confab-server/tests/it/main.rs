@@ -2,8 +2,9 @@
 //! real server on 127.0.0.1 port 0 with a temporary data folder (`harness.rs`) and drives it
 //! over HTTP through the Rust SDK, `confab-client`.
 //!
-//! One file per feature; `authz.rs` is the authorization matrix, `input.rs` the hostile and
-//! malformed input, `durability.rs` concurrency and restarts.
+//! One file per feature; `authz.rs` is the authorization rules by hand, `matrix.rs` the
+//! authorization matrix generated over every operation of the OpenAPI document, `input.rs` the
+//! hostile and malformed input, `durability.rs` concurrency and restarts.
 
 // A failed unwrap is how a test reports an unexpected error, with the error in the message.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +17,7 @@ mod cluster;
 mod conversations;
 mod durability;
 mod input;
+mod matrix;
 mod messages;
 mod process;
 mod realtime;
