@@ -3,6 +3,9 @@
 //!
 //! A refused call costs nothing but the check: the caller gets `retry_after` and the request
 //! changes no state. Buckets live in this process; idle keys are dropped by [`RateLimits::sweep`].
+//! With Redis (several nodes), the same buckets and the login back-off live in Redis instead
+//! ([`shared`]), so a client cannot multiply its allowance by spreading over nodes; when
+//! Redis cannot be reached, each node falls back to its own buckets.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -138,8 +141,30 @@ impl Bucket {
     }
 }
 
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::Auth => "auth",
+            Limit::Send => "send",
+            Limit::Typing => "typing",
+            Limit::Connect => "connect",
+            Limit::Read => "read",
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Ip(ip) => write!(f, "ip:{ip}"),
+            Key::User(id) => write!(f, "user:{id}"),
+        }
+    }
+}
+
 /// Every bucket of one server.
 pub struct RateLimits {
+    rates: HashMap<Limit, Rate>,
     buckets: HashMap<Limit, Bucket>,
     clock: DefaultClock,
     logins: LoginBackoff,
@@ -147,7 +172,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(config: &RateConfig) -> RateLimits {
-        let mut buckets = HashMap::new();
+        let (mut buckets, mut rates) = (HashMap::new(), HashMap::new());
         for (limit, rate) in [
             (Limit::Auth, config.auth_per_ip),
             (Limit::Send, config.send_per_user),
@@ -157,9 +182,11 @@ impl RateLimits {
         ] {
             if let Some(bucket) = rate.and_then(Bucket::new) {
                 buckets.insert(limit, bucket);
+                rates.extend(rate.map(|r| (limit, r)));
             }
         }
         RateLimits {
+            rates,
             buckets,
             clock: DefaultClock::default(),
             logins: LoginBackoff::new(config.login_failures),
@@ -174,6 +201,11 @@ impl RateLimits {
         bucket.limiter.check_key(&key).map_err(|not_until| {
             not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1))
         })
+    }
+
+    /// The configured rate of `limit`, `None` when it is off.
+    pub fn rate(&self, limit: Limit) -> Option<Rate> {
+        self.rates.get(&limit).copied()
     }
 
     pub fn logins(&self) -> &LoginBackoff {
@@ -216,10 +248,15 @@ impl LoginBackoff {
     }
 
     fn wait_after(&self, f: Failures) -> Duration {
-        if f.count < self.free {
+        self.wait_after_failures(f.count)
+    }
+
+    /// How long after the last of `count` failures in a row the next attempt must wait.
+    pub fn wait_after_failures(&self, count: u32) -> Duration {
+        if count < self.free {
             return Duration::ZERO;
         }
-        let doublings = (f.count - self.free).min(10);
+        let doublings = (count - self.free).min(10);
         (BACKOFF_BASE * 2u32.pow(doublings)).min(BACKOFF_MAX)
     }
 
@@ -255,6 +292,114 @@ impl LoginBackoff {
     fn sweep(&self) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.retain(|_, f| f.last.elapsed() <= BACKOFF_MAX);
+    }
+}
+
+/// The buckets and the login back-off in Redis, shared by every node of a cluster. Keys are
+/// `<prefix>:rate:<limit>:<key>` and `<prefix>:login:<account>`; each expires when it no
+/// longer matters.
+pub mod shared {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    use redis::aio::ConnectionManager;
+
+    use super::{BACKOFF_MAX, Key, Limit, Rate};
+
+    /// GCRA, the algorithm `governor` runs locally, on Redis's clock. KEYS[1] holds the
+    /// bucket's theoretical arrival time in milliseconds; ARGV[1] is the interval between
+    /// tokens (ms) and ARGV[2] the burst. Answers 0 (a token was taken) or the milliseconds to
+    /// wait.
+    static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local interval = tonumber(ARGV[1])
+            local tolerance = interval * (tonumber(ARGV[2]) - 1)
+            local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+            if tat < now then tat = now end
+            if now < tat - tolerance then
+                return math.max(1, math.ceil(tat - tolerance - now))
+            end
+            local next = tat + interval
+            redis.call('SET', KEYS[1], string.format('%.3f', next), 'PX', math.ceil(next - now) + 1)
+            return 0
+            ",
+        )
+    });
+
+    /// Takes a token for `key` from the cluster's `limit` bucket, or answers how long to wait.
+    pub async fn take(
+        conn: &mut ConnectionManager,
+        prefix: &str,
+        limit: Limit,
+        rate: Rate,
+        key: &Key,
+    ) -> redis::RedisResult<Result<(), Duration>> {
+        let interval_ms = rate.per.as_secs_f64() * 1000.0 / f64::from(rate.count);
+        let wait_ms: u64 = GCRA
+            .key(format!("{prefix}:rate:{}:{key}", limit.name()))
+            .arg(interval_ms)
+            .arg(rate.burst)
+            .invoke_async(conn)
+            .await?;
+        Ok(if wait_ms == 0 { Ok(()) } else { Err(Duration::from_millis(wait_ms)) })
+    }
+
+    fn login_key(prefix: &str, account: &str) -> String {
+        format!("{prefix}:login:{account}")
+    }
+
+    /// Wrong passwords in a row for `account` and when the last one was (unix ms).
+    pub async fn login_failures(
+        conn: &mut ConnectionManager,
+        prefix: &str,
+        account: &str,
+    ) -> redis::RedisResult<Option<(u32, i64)>> {
+        let (count, last): (Option<u32>, Option<i64>) = redis::cmd("HMGET")
+            .arg(login_key(prefix, account))
+            .arg("count")
+            .arg("last")
+            .query_async(conn)
+            .await?;
+        Ok(count.zip(last))
+    }
+
+    /// Counts one more wrong password; the record goes after 15 quiet minutes.
+    pub async fn login_failed(
+        conn: &mut ConnectionManager,
+        prefix: &str,
+        account: &str,
+        now_ms: i64,
+    ) -> redis::RedisResult<()> {
+        let key = login_key(prefix, account);
+        redis::pipe()
+            .atomic()
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg("count")
+            .arg(1)
+            .ignore()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("last")
+            .arg(now_ms)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(BACKOFF_MAX.as_millis() as i64)
+            .ignore()
+            .query_async(conn)
+            .await
+    }
+
+    pub async fn login_succeeded(
+        conn: &mut ConnectionManager,
+        prefix: &str,
+        account: &str,
+    ) -> redis::RedisResult<()> {
+        redis::cmd("DEL").arg(login_key(prefix, account)).query_async(conn).await
     }
 }
 

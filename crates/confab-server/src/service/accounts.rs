@@ -74,7 +74,7 @@ impl Service {
         password: &str,
         client: &ClientMeta,
     ) -> ServiceResult<AuthResponse> {
-        self.check_rate(Limit::Auth, Key::Ip(client.ip))?;
+        self.check_rate(Limit::Auth, Key::Ip(client.ip)).await?;
         validate_username(username)?;
         validate_password(password)?;
         let password_hash = self.passwords.hash(password).await?;
@@ -104,10 +104,9 @@ impl Service {
         password: &str,
         client: &ClientMeta,
     ) -> ServiceResult<AuthResponse> {
-        self.check_rate(Limit::Auth, Key::Ip(client.ip))?;
+        self.check_rate(Limit::Auth, Key::Ip(client.ip)).await?;
         let account = username.to_ascii_lowercase();
-        let backoff = self.rates.logins();
-        backoff.check(&account).map_err(|wait| {
+        self.login_allowed(&account).await.map_err(|wait| {
             ServiceError::rate_limited(
                 "too many wrong passwords for this account; wait before trying again",
                 ceil_secs(wait),
@@ -127,11 +126,11 @@ impl Service {
             .await?;
         match found {
             Some(creds) if ok => {
-                backoff.succeeded(&account);
+                self.login_succeeded(&account).await;
                 self.start_session(creds.user, client).await
             }
             _ => {
-                backoff.failed(&account);
+                self.login_failed(&account).await;
                 Err(ServiceError::Unauthenticated("wrong username or password"))
             }
         }
@@ -289,7 +288,7 @@ impl Service {
         new: &str,
     ) -> ServiceResult<()> {
         let account = user.username.to_ascii_lowercase();
-        self.rates.logins().check(&account).map_err(|wait| {
+        self.login_allowed(&account).await.map_err(|wait| {
             ServiceError::rate_limited("too many wrong passwords; wait", ceil_secs(wait))
         })?;
         validate_password(new)?;
@@ -300,7 +299,7 @@ impl Service {
             .ok_or(ServiceError::Unauthenticated("the account no longer exists"))?;
         let current = if current.len() <= 1024 { current } else { "" };
         if !self.passwords.verify(current, Some(&creds.password_hash)).await? {
-            self.rates.logins().failed(&account);
+            self.login_failed(&account).await;
             return Err(ServiceError::Forbidden("the current password is wrong"));
         }
         let hash = self.passwords.hash(new).await?;
@@ -333,7 +332,7 @@ impl Service {
     /// Users whose name starts with `prefix`, ignoring case. Characters that cannot be in a
     /// username match nobody.
     pub async fn search_users(&self, user: &AuthUser, prefix: &str) -> ServiceResult<Vec<User>> {
-        self.check_read_rate(user)?;
+        self.check_read_rate(user).await?;
         let key = prefix.trim().to_ascii_lowercase();
         if key.is_empty()
             || key.len() > 32

@@ -44,7 +44,7 @@ impl Service {
         conversation_id: &str,
         body: SendMessage,
     ) -> ServiceResult<Upserted<Message>> {
-        self.check_rate(Limit::Send, Key::User(user.id.clone()))?;
+        self.check_rate(Limit::Send, Key::User(user.id.clone())).await?;
         self.access_conversation(user, conversation_id).await?;
         self.validate_content(&body.content)?;
         if let Some(client_id) = &body.client_id
@@ -90,7 +90,7 @@ impl Service {
         conversation_id: &str,
         query: HistoryQuery,
     ) -> ServiceResult<(Vec<Message>, bool)> {
-        self.check_read_rate(user)?;
+        self.check_read_rate(user).await?;
         self.access_conversation(user, conversation_id).await?;
         let limit = match query.limit {
             None => DEFAULT_PAGE,
@@ -134,7 +134,7 @@ impl Service {
         message_id: &str,
         content: &str,
     ) -> ServiceResult<Message> {
-        self.check_rate(Limit::Send, Key::User(user.id.clone()))?;
+        self.check_rate(Limit::Send, Key::User(user.id.clone())).await?;
         let (message, _) = self.access_message(user, message_id).await?;
         if message.sender_id != user.id {
             return Err(ServiceError::Forbidden("only the sender can edit a message"));

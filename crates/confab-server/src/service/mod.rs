@@ -10,15 +10,17 @@ mod messages;
 mod realtime;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::realtime::Hub;
 use crate::realtime::typing::TypingState;
 use crate::security::password::Passwords;
-use crate::security::rate::{Key, Limit, RateConfig, RateLimits};
+use crate::security::rate::{self, Key, Limit, RateConfig, RateLimits};
 use crate::security::session::SessionCache;
 use crate::store::{Membership, Store, StoreError};
+use crate::time::now_ms;
 
 pub use accounts::{AuthUser, skeleton};
 pub use messages::HistoryQuery;
@@ -140,8 +142,26 @@ impl Service {
     }
 
     /// Takes a token from `limit`'s bucket for `key`, or answers `RateLimited` with the wait.
-    pub fn check_rate(&self, limit: Limit, key: Key) -> ServiceResult<()> {
-        self.rates.check(limit, key).map_err(|wait| {
+    /// With Redis the bucket is the cluster's; if Redis fails, this node's own.
+    pub async fn check_rate(&self, limit: Limit, key: Key) -> ServiceResult<()> {
+        let Some(rate) = self.rates.rate(limit) else { return Ok(()) };
+        let shared = match (self.bus.prefix(), self.bus.connection().await) {
+            (Some(prefix), Some(mut conn)) => {
+                match rate::shared::take(&mut conn, prefix, limit, rate, &key).await {
+                    Ok(verdict) => Some(verdict),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shared rate limit unavailable; using this node's");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let verdict = match shared {
+            Some(verdict) => verdict,
+            None => self.rates.check(limit, key),
+        };
+        verdict.map_err(|wait| {
             let what = match limit {
                 Limit::Auth => "too many sign-in attempts from this address",
                 Limit::Send => "too many messages",
@@ -153,13 +173,46 @@ impl Service {
         })
     }
 
+    /// Whether `account` may try a password now (the back-off after wrong ones), cluster-wide
+    /// with Redis.
+    pub(crate) async fn login_allowed(&self, account: &str) -> Result<(), Duration> {
+        if let (Some(prefix), Some(mut conn)) = (self.bus.prefix(), self.bus.connection().await)
+            && let Ok(record) = rate::shared::login_failures(&mut conn, prefix, account).await
+        {
+            let Some((count, last_ms)) = record else { return Ok(()) };
+            let wait = self.rates.logins().wait_after_failures(count);
+            let elapsed = Duration::from_millis(now_ms().saturating_sub(last_ms).max(0) as u64);
+            return match wait.checked_sub(elapsed) {
+                Some(left) if !left.is_zero() => Err(left),
+                _ => Ok(()),
+            };
+        }
+        self.rates.logins().check(account)
+    }
+
+    pub(crate) async fn login_failed(&self, account: &str) {
+        if let (Some(prefix), Some(mut conn)) = (self.bus.prefix(), self.bus.connection().await)
+            && rate::shared::login_failed(&mut conn, prefix, account, now_ms()).await.is_ok()
+        {
+            return;
+        }
+        self.rates.logins().failed(account);
+    }
+
+    pub(crate) async fn login_succeeded(&self, account: &str) {
+        if let (Some(prefix), Some(mut conn)) = (self.bus.prefix(), self.bus.connection().await) {
+            let _ = rate::shared::login_succeeded(&mut conn, prefix, account).await;
+        }
+        self.rates.logins().succeeded(account);
+    }
+
     pub(crate) fn sweep_rate_limits(&self) {
         self.rates.sweep();
     }
 
     /// Per-user limit on an expensive read (search, history pages).
-    pub fn check_read_rate(&self, user: &AuthUser) -> ServiceResult<()> {
-        self.check_rate(Limit::Read, Key::User(user.id.clone()))
+    pub async fn check_read_rate(&self, user: &AuthUser) -> ServiceResult<()> {
+        self.check_rate(Limit::Read, Key::User(user.id.clone())).await
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -21,7 +21,7 @@ impl Service {
         ip: std::net::IpAddr,
         cursor: Option<&str>,
     ) -> ServiceResult<Opened> {
-        self.check_rate(Limit::Connect, Key::Ip(ip))?;
+        self.check_rate(Limit::Connect, Key::Ip(ip)).await?;
         Feed::open(
             &self.hub,
             self.store.clone(),
@@ -47,7 +47,7 @@ impl Service {
         conversation_id: &str,
         typing: bool,
     ) -> ServiceResult<()> {
-        self.check_rate(Limit::Typing, Key::User(user.id.clone()))?;
+        self.check_rate(Limit::Typing, Key::User(user.id.clone())).await?;
         self.access_conversation(user, conversation_id).await?;
         if self.typing.update(conversation_id, &user.id, typing, Instant::now()) {
             self.broadcast_typing(conversation_id, &user.id, typing).await?;
