@@ -71,21 +71,33 @@ impl DerefMut for PgWriter {
 impl WriteConn for PgWriter {
     fn begin(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            if self.broken {
-                self.conn = PgConnection::connect_with(&self.options)
-                    .await
-                    .context("reconnect the writer to PostgreSQL")?;
-                self.broken = false;
-                tracing::info!("the writer reconnected to PostgreSQL");
-            }
             let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT job");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(begin)).execute(&mut self.conn).await.map_err(
-                |e| {
-                    self.broken = true;
-                    anyhow::Error::from(e)
-                },
-            )?;
-            Ok(())
+            // A connection that broke while idle (PostgreSQL restarted, the connection was
+            // terminated) fails here, before anything of the batch ran: reconnect and try
+            // once more, so the batch's callers never see it.
+            for attempt in 0..2 {
+                if self.broken {
+                    self.conn = PgConnection::connect_with(&self.options)
+                        .await
+                        .context("reconnect the writer to PostgreSQL")?;
+                    self.broken = false;
+                    tracing::info!("the writer reconnected to PostgreSQL");
+                }
+                match sqlx::raw_sql(sqlx::AssertSqlSafe(begin.clone()))
+                    .execute(&mut self.conn)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        self.broken = true;
+                        if attempt == 1 {
+                            return Err(e.into());
+                        }
+                        tracing::warn!(error = %e, "the writer's connection failed; reconnecting");
+                    }
+                }
+            }
+            unreachable!("the second attempt returns")
         })
     }
 
