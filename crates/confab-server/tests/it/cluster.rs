@@ -28,18 +28,29 @@ struct Cluster {
 impl Cluster {
     /// Node A, then node B, on one fresh PostgreSQL database and Redis prefix.
     async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// The same, each node with `extra` options too.
+    async fn start_with(extra: &[&str]) -> Cluster {
+        Cluster::start_on(REDIS_URL, extra).await
+    }
+
+    /// The same, reaching Redis at `redis_url`.
+    async fn start_on(redis_url: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = TestDatabase::create().await;
-        let args = [
+        let mut args = vec![
             "--database-url",
             &database.url,
             "--redis-url",
-            REDIS_URL,
+            redis_url,
             "--redis-prefix",
             &database.redis_prefix,
             "--presence-grace-ms",
             "200",
         ];
+        args.extend_from_slice(extra);
         let a = ServerProcess::start(dir.path(), &args, &[]).await;
         let b = ServerProcess::start(dir.path(), &args, &[]).await;
         Cluster { a: Some(a), b, _database: database, _dir: dir }
@@ -347,4 +358,128 @@ fn which_nginx() -> &'static str {
         }
     }
     panic!("nginx is required for the load-balancer test (apt-get install nginx-light)");
+}
+
+#[tokio::test]
+async fn rate_limits_and_the_login_back_off_are_shared_by_the_nodes() {
+    redis_must_answer();
+    let cluster = Cluster::start_with(&["--limit-send", "1/h,3"]).await;
+    let alice_on_a = signed_in(&cluster.a().base_url, "alice", true).await;
+    let alice_on_b = signed_in(&cluster.b.base_url, "alice", false).await;
+    let bob_on_b = signed_in(&cluster.b.base_url, "bob", true).await;
+    let chat = alice_on_a.create_direct(&bob_on_b.me().await.unwrap().id).await.unwrap();
+
+    // Three sends in all, whichever node: the fourth is refused on either.
+    alice_on_a.send_text(&chat.id, "one").await.unwrap();
+    alice_on_b.send_text(&chat.id, "two").await.unwrap();
+    alice_on_a.send_text(&chat.id, "three").await.unwrap();
+    let refused = alice_on_b.send_text(&chat.id, "four").await.unwrap_err();
+    assert_eq!((refused.status(), refused.code()), (Some(429), "rate_limited"), "{refused}");
+    let page = bob_on_b.list_messages(&chat.id, &Default::default()).await.unwrap();
+    assert_eq!(page.messages.len(), 3, "the refused send stored nothing");
+    // Bob's bucket is his own.
+    bob_on_b.send_text(&chat.id, "bob is fine").await.unwrap();
+
+    // Five wrong passwords spread over both nodes: the sixth attempt waits, on either node,
+    // even with the right password.
+    for i in 0..5 {
+        let node = if i % 2 == 0 { &cluster.a().base_url } else { &cluster.b.base_url };
+        let err = Client::new(node).login("alice", "not the password").await.unwrap_err();
+        assert_eq!(err.status(), Some(401), "{err}");
+    }
+    for node in [&cluster.a().base_url, &cluster.b.base_url] {
+        let err = Client::new(node).login("alice", PASSWORD).await.unwrap_err();
+        assert_eq!((err.status(), err.code()), (Some(429), "rate_limited"), "{err}");
+    }
+}
+
+/// A TCP relay in front of the real Redis that the test can cut: while cut, every connection
+/// through it is closed and new ones are closed at once, as if Redis were down.
+struct RedisRelay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl RedisRelay {
+    async fn start() -> RedisRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue;
+                }
+                let mut cut = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut redis) => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        RedisRelay { port, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn set_down(&self, down: bool) {
+        self.cut.send_replace(down);
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_leaves_each_node_serving_and_clients_recover_what_they_missed() {
+    redis_must_answer();
+    let relay = RedisRelay::start().await;
+    let cluster = Cluster::start_on(&relay.url(), &[]).await;
+    let alice = signed_in(&cluster.a().base_url, "alice", true).await;
+    let bob = signed_in(&cluster.b.base_url, "bob", true).await;
+    let chat = alice.create_direct(&bob.me().await.unwrap().id).await.unwrap();
+    let mut socket = bob.connect_ws(None).await.unwrap();
+    socket.next_of("ready").await.unwrap();
+    alice.send_text(&chat.id, "before").await.unwrap();
+    socket.next_of("new_message").await.unwrap();
+
+    relay.set_down(true);
+    // Both nodes keep serving their own clients: sends are stored and answered, history reads.
+    for i in 0..3 {
+        alice.send_text(&chat.id, &format!("during {i}")).await.unwrap();
+    }
+    let page = bob.list_messages(&chat.id, &Default::default()).await.unwrap();
+    assert_eq!(page.messages.len(), 4);
+    relay.set_down(false);
+    alice.send_text(&chat.id, "after").await.unwrap();
+
+    // Bob's client gets every message once and in order: live if the bus carried it, or by
+    // resuming from its cursor when node B closes the socket after reconnecting to Redis.
+    let expected = ["during 0", "during 1", "during 2", "after"];
+    let mut got: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < expected.len() {
+        assert!(tokio::time::Instant::now() < deadline, "bob recovers everything; got {got:?}");
+        match socket.next_frame_within(WAIT).await {
+            Ok(Some(frame)) => {
+                if let Ok(Event::NewMessage(m)) = frame.event() {
+                    got.push(m.content);
+                }
+            }
+            Err(confab_client::ClientError::Timeout) => {
+                panic!("node B neither delivered nor closed the socket; got {got:?}")
+            }
+            // Closed (lagging): resume where the socket stopped, as a client does.
+            _ => {
+                let cursor = socket.cursor().map(str::to_owned);
+                socket = bob.connect_ws(cursor.as_deref()).await.unwrap();
+            }
+        }
+    }
+    assert_eq!(got, expected, "every missed message once, in order");
 }

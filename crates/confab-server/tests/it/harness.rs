@@ -111,6 +111,54 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Terminates every connection to this database (as a restart would); answers how many.
+    pub async fn terminate_connections(&self) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("connect");
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate the connections")
+    }
+
+    /// How `table` is partitioned: strategy, key column, number of partitions and the rows
+    /// stored in them.
+    pub async fn partitioning_of(&self, table: &str) -> (String, String, i64, i64) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+        let (strategy, key): (String, String) = sqlx::query_as(
+            "SELECT CASE p.partstrat WHEN 'h' THEN 'hash' WHEN 'l' THEN 'list' ELSE 'range' END,
+                    a.attname::text
+               FROM pg_partitioned_table p
+               JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+              WHERE p.partrelid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await
+        .expect("a partitioned table");
+        let partitions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_inherits WHERE inhparent = $1::regclass")
+                .bind(table)
+                .fetch_one(&mut conn)
+                .await
+                .expect("partitions");
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE tableoid <> '{table}'::regclass"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .expect("rows in partitions");
+        let _ = conn.close().await;
+        (strategy, key, partitions, stored)
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (name, prefix) = (self.name.clone(), self.redis_prefix.clone());

@@ -19,6 +19,7 @@ mod durability;
 mod input;
 mod matrix;
 mod messages;
+mod postgres;
 mod process;
 mod realtime;
 mod replay;
