@@ -30,6 +30,10 @@ pub struct SendArgs {
     /// Bench a Confab server that is already running (users are registered over HTTP)
     #[arg(long)]
     pub url: Option<String>,
+    /// With --url: receivers connect to this node of the same cluster instead, so every
+    /// delivery crosses nodes (senders still post to --url)
+    #[arg(long, requires = "url")]
+    pub receive_url: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -94,11 +98,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Report> {
             (World { senders, receivers, conversations }, server)
         }
     };
-    let mut rows = vec![drive(&confab, &world, &args).await?];
+    let receive_at = match &args.receive_url {
+        Some(url) => Some(Server::external(url)?.addr),
+        None => None,
+    };
+    let mut rows = vec![drive(&confab, receive_at, &world, &args).await?];
     confab.stop().await;
     if !args.common.no_ceiling {
         let ceiling = super::ceiling(dir.path()).await?;
-        rows.push(drive(&ceiling, &world, &args).await?);
+        rows.push(drive(&ceiling, None, &world, &args).await?);
         ceiling.stop().await;
     }
     let mut failures = Vec::new();
@@ -128,7 +136,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Report> {
         scenario: "send",
         params: json!({
             "senders": args.senders, "receivers": args.receivers, "seconds": args.seconds,
-            "sync": args.common.sync, "url": args.url,
+            "sync": args.common.sync, "url": args.url, "receive_url": args.receive_url,
         }),
         columns: vec![
             ("target", "/target"),
@@ -148,7 +156,14 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Report> {
     })
 }
 
-async fn drive(server: &Server, world: &World, args: &SendArgs) -> anyhow::Result<Value> {
+/// Runs the senders against `server`; the receivers connect to `receive_at` when given (another
+/// node of the same cluster), else to `server` too.
+async fn drive(
+    server: &Server,
+    receive_at: Option<std::net::SocketAddr>,
+    world: &World,
+    args: &SendArgs,
+) -> anyhow::Result<Value> {
     let progress = Progress::new(format!("send[{}]", server.kind.name()));
     let start = Instant::now();
     let recorder = Recorder::new(start, progress.clone(), 0);
@@ -158,7 +173,8 @@ async fn drive(server: &Server, world: &World, args: &SendArgs) -> anyhow::Resul
         .enumerate()
         .map(|(r, user)| endpoint(server, user, &world.rooms_of(r)))
         .collect();
-    let (sockets, error) = connect_all(server.addr, endpoints, 64, &progress).await;
+    let (sockets, error) =
+        connect_all(receive_at.unwrap_or(server.addr), endpoints, 64, &progress).await;
     if let Some(e) = error {
         anyhow::bail!("receivers could not connect to {}: {e}", server.kind.name());
     }
