@@ -71,6 +71,23 @@ async fn a_cookie_authenticated_post_needs_the_csrf_token_and_bearer_calls_do_no
     assert_eq!(status, 403);
     assert!(bob.list_conversations().await.unwrap().is_empty(), "refused requests change nothing");
 
+    // The right token from another site's page is still refused: the browser says where the
+    // request comes from (Origin, Sec-Fetch-Site).
+    for (name, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")] {
+        let response = server
+            .client()
+            .raw(Method::POST, "/api/conversations")
+            .header(header::COOKIE, format!("{}; {}", pair(&session), pair(&csrf)))
+            .header("X-CSRF-Token", &token)
+            .header(name, value)
+            .json(&json!({"type": "direct", "participant_ids": [bob.id()]}))
+            .send()
+            .await
+            .unwrap();
+        let (status, error) = json_error(response).await;
+        assert_eq!((status, error.error.code.as_str()), (403, "forbidden"), "{name}: {value}");
+    }
+    assert!(bob.list_conversations().await.unwrap().is_empty(), "refused requests change nothing");
     assert_eq!(create(Some(&token)).await.unwrap().status(), 201);
     // A program with a bearer token has no cookie for a hostile page to ride on: exempt.
     let alice = Client::new(server.base_url()).with_token(body["token"].as_str().unwrap());
