@@ -46,4 +46,4 @@ rm -rf "$smoke"
 
 echo "== browser tests: the web client in Chromium"
 cargo build --quiet --locked -p confab-server --bin confab
-CONFAB_BIN="$PWD/target/debug/confab" ./e2e/run.sh
+CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab" ./e2e/run.sh
