@@ -13,7 +13,7 @@ use axum::extract::ws::{
     CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade,
     rejection::WebSocketUpgradeRejection,
 };
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_proto::{Ack, ClientFrame, Event, FrameError, SendMessage};
 use futures_util::stream::SplitSink;
@@ -47,6 +47,17 @@ pub struct StreamParams {
     pub cursor: Option<String>,
 }
 
+/// A cookie-authenticated upgrade must come from our own origin: a page elsewhere could
+/// otherwise open a socket with the victim's cookie (cross-site WebSocket hijacking).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true; // not a browser
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin_authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+    !host.is_empty() && origin_authority.eq_ignore_ascii_case(host)
+}
+
 /// # `GET /api/ws?cursor=`
 #[utoipa::path(get, path = "/api/ws", tag = "realtime", params(StreamParams),
     security(("bearer" = [])),
@@ -70,7 +81,7 @@ pub async fn websocket(
             return error_response(StatusCode::BAD_REQUEST, "invalid_input", e.body_text());
         }
     };
-    if user.via_cookie && !crate::api::extract::same_origin(&headers) {
+    if user.via_cookie && !same_origin(&headers) {
         return ServiceError::Forbidden("cross-origin WebSocket refused").into_response();
     }
     let opened = match app.service.open_feed(&user, caller.meta.ip, params.cursor.as_deref()).await
@@ -211,7 +222,6 @@ async fn handle_client_frame(app: &AppState, user: &AuthUser, text: &str) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::extract::same_origin;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
