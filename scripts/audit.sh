@@ -44,5 +44,10 @@ chmod -R u+w "$db_root/$DB_DIR_NAME"
     commit --quiet --no-gpg-sign --message "advisory database snapshot"
 )
 
+# cargo-deny reads `cargo metadata` for every platform, offline: fetch the crates a build on
+# this platform never downloads (Windows and wasm dependencies of dependencies) first.
+echo "== cargo fetch (every platform's crates, for the metadata)"
+cargo fetch --locked --quiet
+
 echo "== cargo deny check ${*:-all}"
 CONFAB_DENY_DB="$db_root" cargo deny --offline check --hide-inclusion-graph "$@"
