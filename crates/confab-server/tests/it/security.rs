@@ -421,6 +421,24 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
         let set = cookie(&registered, name).unwrap();
         assert!(set.contains("; Secure"), "{set}");
     }
+    // HTTP/2 and HTTP/1.1 are both served, chosen by ALPN.
+    for (builder, version) in [
+        (confab_client::reqwest::Client::builder(), confab_client::reqwest::Version::HTTP_2),
+        (
+            confab_client::reqwest::Client::builder().http1_only(),
+            confab_client::reqwest::Version::HTTP_11,
+        ),
+    ] {
+        let client = builder
+            .add_root_certificate(
+                confab_client::reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
+            )
+            .no_proxy()
+            .build()
+            .unwrap();
+        let health = client.get(format!("{https}/healthz")).send().await.unwrap();
+        assert_eq!((health.status().as_u16(), health.version()), (200, version));
+    }
     // Plain HTTP on the TLS port is not served.
     let plain = Client::new(server.base_url()).health().await;
     assert!(plain.is_err());
