@@ -91,25 +91,22 @@ impl Service {
         query: HistoryQuery,
     ) -> ServiceResult<(Vec<Message>, bool)> {
         self.check_read_rate(user).await?;
-        self.access_conversation(user, conversation_id).await?;
-        let limit = match query.limit {
-            None => DEFAULT_PAGE,
-            Some(n) if n < 1 => return Err(ServiceError::invalid("limit", "must be at least 1")),
-            Some(n) => n.min(MAX_PAGE),
+        let (cursor, limit) = match page_of(&query) {
+            Ok(page) => page,
+            Err(e) => {
+                // Outsiders learn nothing, not even that their query was malformed.
+                self.access_conversation(user, conversation_id).await?;
+                return Err(e);
+            }
         };
-        if query.before.is_some_and(|b| b < 0) {
-            return Err(ServiceError::invalid("before", "must not be negative"));
+        if !super::plausible_id(conversation_id) {
+            return Err(ServiceError::NotFound);
         }
-        if query.after.is_some_and(|a| a < 0) {
-            return Err(ServiceError::invalid("after", "must not be negative"));
-        }
-        let cursor = match (query.before, query.after) {
-            (None, None) => PageCursor::Latest,
-            (Some(before), None) => PageCursor::Before(before),
-            (None, Some(after)) => PageCursor::After(after),
-            (Some(before), Some(after)) => PageCursor::Between { after, before },
-        };
-        Ok(self.store.messages_page(conversation_id, cursor, limit).await?)
+        // The store checks that the caller is a participant in the same query.
+        self.store
+            .messages_page(conversation_id, &user.id, cursor, limit)
+            .await?
+            .ok_or(ServiceError::NotFound)
     }
 
     /// The message and the caller's membership of its conversation, or `NotFound` for
@@ -184,4 +181,26 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Where a history query starts and how many messages it takes.
+fn page_of(query: &HistoryQuery) -> ServiceResult<(PageCursor, i64)> {
+    let limit = match query.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if n < 1 => return Err(ServiceError::invalid("limit", "must be at least 1")),
+        Some(n) => n.min(MAX_PAGE),
+    };
+    if query.before.is_some_and(|b| b < 0) {
+        return Err(ServiceError::invalid("before", "must not be negative"));
+    }
+    if query.after.is_some_and(|a| a < 0) {
+        return Err(ServiceError::invalid("after", "must not be negative"));
+    }
+    let cursor = match (query.before, query.after) {
+        (None, None) => PageCursor::Latest,
+        (Some(before), None) => PageCursor::Before(before),
+        (None, Some(after)) => PageCursor::After(after),
+        (Some(before), Some(after)) => PageCursor::Between { after, before },
+    };
+    Ok((cursor, limit))
 }

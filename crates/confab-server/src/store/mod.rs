@@ -257,13 +257,15 @@ pub trait Store: Send + Sync + 'static {
     /// earlier with the same (conversation, sender, client_id).
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>>;
     async fn message(&self, message_id: &str) -> StoreResult<Option<Message>>;
-    /// Messages in ascending `seq`, and whether more lie beyond the page.
+    /// Messages in ascending `seq`, and whether more lie beyond the page; `None` when `reader`
+    /// is not a participant (the access check and the read are one query).
     async fn messages_page(
         &self,
         conversation_id: &str,
+        reader: &str,
         cursor: PageCursor,
         limit: i64,
-    ) -> StoreResult<(Vec<Message>, bool)>;
+    ) -> StoreResult<Option<(Vec<Message>, bool)>>;
     async fn update_message_content(
         &self,
         message_id: &str,

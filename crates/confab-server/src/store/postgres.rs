@@ -1063,9 +1063,20 @@ impl Store for PgStore {
     async fn messages_page(
         &self,
         conversation_id: &str,
+        reader: &str,
         cursor: PageCursor,
         limit: i64,
-    ) -> StoreResult<(Vec<Message>, bool)> {
+    ) -> StoreResult<Option<(Vec<Message>, bool)>> {
+        let member: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM participants WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(reader)
+        .fetch_optional(&self.read)
+        .await?;
+        if member.is_none() {
+            return Ok(None);
+        }
         let (lower, upper, descending) = match cursor {
             PageCursor::Latest => (0, i64::MAX, true),
             PageCursor::Before(before) => (0, before, true),
@@ -1091,7 +1102,7 @@ impl Store for PgStore {
         }
         let messages =
             rows.into_iter().map(|r| r.open(&self.codec)).collect::<StoreResult<Vec<_>>>()?;
-        Ok((messages, has_more))
+        Ok(Some((messages, has_more)))
     }
 
     async fn update_message_content(

@@ -963,9 +963,10 @@ impl Store for SqliteStore {
     async fn messages_page(
         &self,
         conversation_id: &str,
+        reader: &str,
         cursor: PageCursor,
         limit: i64,
-    ) -> StoreResult<(Vec<Message>, bool)> {
+    ) -> StoreResult<Option<(Vec<Message>, bool)>> {
         // Fetch one more than asked: its presence is `has_more`.
         let (lower, upper, descending) = match cursor {
             PageCursor::Latest => (0, i64::MAX, true),
@@ -978,20 +979,26 @@ impl Store for SqliteStore {
         // row from SQLite's thread to this task separately, and those hand-offs, not the
         // query, were most of a page's time. Content travels as hex of its bytes (sealed
         // content starts with a NUL, which SQLite's JSON functions would cut at).
-        let page: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT json_group_array(json_array(id, conversation_id, sender_id,
-                        hex(CAST(content AS BLOB)), created_at, seq, client_id, reply_to,
-                        edited_at, deleted))
-               FROM (SELECT {MESSAGE_COLUMNS} FROM messages
-                      WHERE conversation_id = $1 AND seq > $2 AND seq < $3
-                      ORDER BY seq {order} LIMIT $4)"
+        // NULL (no page) unless `$5` is a participant: the access check travels with it.
+        let page: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM participants
+                                       WHERE conversation_id = $1 AND user_id = $5)
+                    THEN (SELECT json_group_array(json_array(id, conversation_id, sender_id,
+                                     hex(CAST(content AS BLOB)), created_at, seq, client_id,
+                                     reply_to, edited_at, deleted))
+                            FROM (SELECT {MESSAGE_COLUMNS} FROM messages
+                                   WHERE conversation_id = $1 AND seq > $2 AND seq < $3
+                                   ORDER BY seq {order} LIMIT $4))
+                    END"
         )))
         .bind(conversation_id)
         .bind(lower)
         .bind(upper)
         .bind(limit + 1)
+        .bind(reader)
         .fetch_one(&self.read)
         .await?;
+        let Some(page) = page else { return Ok(None) };
         let mut rows = page_rows(&page)?;
         // Nearest to the cursor first, whatever order the aggregate kept.
         rows.sort_unstable_by_key(|r| if descending { -r.seq } else { r.seq });
@@ -1002,7 +1009,7 @@ impl Store for SqliteStore {
         }
         let messages =
             rows.into_iter().map(|r| open_row(&self.codec, r)).collect::<StoreResult<Vec<_>>>()?;
-        Ok((messages, has_more))
+        Ok(Some((messages, has_more)))
     }
 
     async fn update_message_content(
