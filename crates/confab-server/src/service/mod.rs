@@ -144,10 +144,10 @@ impl Service {
     /// Takes a token from `limit`'s bucket for `key`, or answers `RateLimited` with the wait.
     /// With Redis the bucket is the cluster's; if Redis fails, this node's own.
     pub async fn check_rate(&self, limit: Limit, key: Key) -> ServiceResult<()> {
-        let Some(rate) = self.rates.rate(limit) else { return Ok(()) };
+        let Some(configured) = self.rates.rate(limit) else { return Ok(()) };
         let shared = match (self.bus.prefix(), self.bus.connection().await) {
             (Some(prefix), Some(mut conn)) => {
-                match rate::shared::take(&mut conn, prefix, limit, rate, &key).await {
+                match rate::shared::take(&mut conn, prefix, limit, configured, &key).await {
                     Ok(verdict) => Some(verdict),
                     Err(e) => {
                         tracing::warn!(error = %e, "shared rate limit unavailable; using this node's");

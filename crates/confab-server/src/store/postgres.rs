@@ -3,7 +3,7 @@
 //!
 //! Writes go through the same single-writer task with group commit as on SQLite (`writer.rs`),
 //! one per node, on its own connection. Each batch's transaction first takes a cluster-wide
-//! advisory lock ([`WRITE_LOCK`]): the batches of all nodes are serialized, so the event
+//! advisory lock ([`BEGIN`]): the batches of all nodes are serialized, so the event
 //! log's ids commit in increasing order (a resume cursor never skips an event that commits
 //! later) and a conversation's `seq` is gapless whichever node stores the message. Reads use a
 //! pool and see committed data only.
@@ -11,7 +11,6 @@
 //! Messages live in a table partitioned by hash of `conversation_id` (migrations/postgres).
 //! Their content is BYTEA: sealed content starts with a NUL marker, which TEXT cannot hold.
 
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -28,9 +27,9 @@ use tokio::sync::Mutex;
 
 use super::codec::{Codec, replace_message_copies};
 use super::rows::{
-    Audience, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
-    PARTICIPANT_SELECT, ParticipantRow, UserRow, View, frame_text, open_row, parse_kind,
-    parse_role,
+    Audience, CONVERSATION_ROW, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
+    PARTICIPANT_SELECT, ParticipantRow, UserRow, View, assemble_conversations, frame_text,
+    open_row, parse_kind, parse_role,
 };
 use super::writer::{BoxFuture, EventSink, Tx, WriteConn, Writer};
 use super::{
@@ -43,8 +42,9 @@ use crate::time::from_ms;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The advisory lock every write transaction holds ("confab" in ASCII).
-const WRITE_LOCK: i64 = 0x636f_6e66_6162;
+/// How every write transaction begins: it holds the cluster's advisory write lock (the key is
+/// "confab" in ASCII, 0x636f6e666162) until it ends.
+const BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(109330244723042); SAVEPOINT job";
 
 /// The connection a node's writer owns. After a failure that may have broken it (PostgreSQL
 /// restarted, the network dropped), the next batch opens a new one.
@@ -71,7 +71,6 @@ impl DerefMut for PgWriter {
 impl WriteConn for PgWriter {
     fn begin(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT job");
             // A connection that broke while idle (PostgreSQL restarted, the connection was
             // terminated) fails here, before anything of the batch ran: reconnect and try
             // once more, so the batch's callers never see it.
@@ -83,10 +82,7 @@ impl WriteConn for PgWriter {
                     self.broken = false;
                     tracing::info!("the writer reconnected to PostgreSQL");
                 }
-                match sqlx::raw_sql(sqlx::AssertSqlSafe(begin.clone()))
-                    .execute(&mut self.conn)
-                    .await
-                {
+                match sqlx::raw_sql(BEGIN).execute(&mut self.conn).await {
                     Ok(_) => return Ok(()),
                     Err(e) => {
                         self.broken = true;
@@ -284,29 +280,9 @@ async fn conversations_on(
     .fetch_all(&mut *conn)
     .await?;
 
-    let mut by_conv: HashMap<String, Vec<Participant>> = HashMap::with_capacity(rows.len());
-    for p in participants {
-        by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
-    }
-    let mut last: HashMap<String, Message> = HashMap::with_capacity(last_messages.len());
-    for m in last_messages {
-        let message = m.open(codec)?;
-        last.insert(message.conversation_id.clone(), message);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|r| Conversation {
-            participants: by_conv.remove(&r.id).unwrap_or_default(),
-            last_message: last.remove(&r.id),
-            kind: parse_kind(&r.kind),
-            title: r.title,
-            created_at: from_ms(r.created_at),
-            unread_count: if matches!(view, View::Shared(_)) { 0 } else { r.unread_count },
-            last_seq: r.last_seq,
-            last_activity_at: from_ms(r.last_activity_at),
-            id: r.id,
-        })
-        .collect())
+    let last_messages =
+        last_messages.into_iter().map(|m| m.open(codec)).collect::<StoreResult<_>>()?;
+    Ok(assemble_conversations(view, rows, participants, last_messages))
 }
 
 /// The conversation as put in an event all members receive.
@@ -1348,24 +1324,10 @@ impl PgStore {
 
 /// A conversation nobody is in any more, for the event of its last member leaving.
 async fn empty_conversation(conn: &mut PgConnection, id: &str) -> StoreResult<Conversation> {
-    let row: Option<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
-        "SELECT type, title, created_at, last_seq, last_activity_at FROM conversations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (kind, title, created_at, last_seq, last_activity_at) = row.ok_or(StoreError::NotFound)?;
-    Ok(Conversation {
-        id: id.to_owned(),
-        kind: parse_kind(&kind),
-        title,
-        created_at: from_ms(created_at),
-        participants: Vec::new(),
-        last_message: None,
-        unread_count: 0,
-        last_seq,
-        last_activity_at: from_ms(last_activity_at),
-    })
+    let row: Option<ConversationRow> =
+        sqlx::query_as(CONVERSATION_ROW).bind(id).fetch_optional(&mut *conn).await?;
+    let row = row.ok_or(StoreError::NotFound)?;
+    Ok(assemble_conversations(View::Shared(""), vec![row], Vec::new(), Vec::new()).remove(0))
 }
 
 /// Re-encrypts every message and event payload not yet under the current key, in small

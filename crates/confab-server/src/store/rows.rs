@@ -1,7 +1,9 @@
 //! Rows and pieces both stores share: the row types of the common columns, how they become
 //! API types, and how stored events are framed.
 
-use confab_proto::{ConversationType, Message, Participant, Role, User};
+use std::collections::HashMap;
+
+use confab_proto::{Conversation, ConversationType, Message, Participant, Role, User};
 use sqlx::FromRow;
 
 use super::StoreResult;
@@ -125,6 +127,40 @@ pub enum View<'a> {
     /// For an event everyone receives, built from a member's rows: no unread count, and only
     /// the read watermarks their owners share.
     Shared(&'a str),
+}
+
+/// The conversation of the event of its last member leaving: its row alone (select it with
+/// [`CONVERSATION_ROW`]).
+pub const CONVERSATION_ROW: &str = "SELECT id, type, title, created_at, last_seq, last_activity_at,
+        CAST(0 AS BIGINT) AS unread_count FROM conversations WHERE id = $1";
+
+/// Conversations from their rows, with their participants and (opened) last messages
+/// attached; `view` decides whether unread counts show.
+pub fn assemble_conversations(
+    view: View<'_>,
+    rows: Vec<ConversationRow>,
+    participants: Vec<ParticipantRow>,
+    last_messages: Vec<Message>,
+) -> Vec<Conversation> {
+    let mut by_conv: HashMap<String, Vec<Participant>> = HashMap::with_capacity(rows.len());
+    for p in participants {
+        by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
+    }
+    let mut last: HashMap<String, Message> =
+        last_messages.into_iter().map(|m| (m.conversation_id.clone(), m)).collect();
+    rows.into_iter()
+        .map(|r| Conversation {
+            participants: by_conv.remove(&r.id).unwrap_or_default(),
+            last_message: last.remove(&r.id),
+            kind: parse_kind(&r.kind),
+            title: r.title,
+            created_at: from_ms(r.created_at),
+            unread_count: if matches!(view, View::Shared(_)) { 0 } else { r.unread_count },
+            last_seq: r.last_seq,
+            last_activity_at: from_ms(r.last_activity_at),
+            id: r.id,
+        })
+        .collect()
 }
 
 /// A message row with its content opened.

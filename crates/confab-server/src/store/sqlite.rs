@@ -4,7 +4,6 @@
 //! Timestamps are stored as unix milliseconds. Placeholders are `$1, $2, …`, which SQLite and
 //! PostgreSQL both accept, so most statements can be shared by a PostgreSQL store.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,9 +22,9 @@ use tokio::sync::Mutex;
 
 use super::codec::Codec;
 use super::rows::{
-    Audience, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
-    PARTICIPANT_SELECT, ParticipantRow, UserRow, View, frame_text, open_row, parse_kind,
-    parse_role,
+    Audience, CONVERSATION_ROW, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
+    PARTICIPANT_SELECT, ParticipantRow, UserRow, View, assemble_conversations, frame_text,
+    open_row, parse_kind, parse_role,
 };
 use super::writer::{EventSink, Published, Tx, Writer};
 use super::{
@@ -172,28 +171,9 @@ async fn conversations_on(
     .fetch_all(&mut *conn)
     .await?;
 
-    let mut by_conv: HashMap<String, Vec<Participant>> = HashMap::with_capacity(rows.len());
-    for p in participants {
-        by_conv.entry(p.conversation_id.clone()).or_default().push(p.into());
-    }
-    let mut last: HashMap<String, Message> = HashMap::with_capacity(last_messages.len());
-    for m in last_messages {
-        last.insert(m.conversation_id.clone(), open_row(codec, m)?);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|r| Conversation {
-            participants: by_conv.remove(&r.id).unwrap_or_default(),
-            last_message: last.remove(&r.id),
-            kind: parse_kind(&r.kind),
-            title: r.title,
-            created_at: from_ms(r.created_at),
-            unread_count: if matches!(view, View::Shared(_)) { 0 } else { r.unread_count },
-            last_seq: r.last_seq,
-            last_activity_at: from_ms(r.last_activity_at),
-            id: r.id,
-        })
-        .collect())
+    let last_messages =
+        last_messages.into_iter().map(|m| open_row(codec, m)).collect::<StoreResult<_>>()?;
+    Ok(assemble_conversations(view, rows, participants, last_messages))
 }
 
 /// The conversation as put in an event all members receive (see [`View::Shared`]).
@@ -1348,24 +1328,10 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
 
 /// A conversation nobody is in any more, for the event of its last member leaving.
 async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResult<Conversation> {
-    let row: Option<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
-        "SELECT type, title, created_at, last_seq, last_activity_at FROM conversations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (kind, title, created_at, last_seq, last_activity_at) = row.ok_or(StoreError::NotFound)?;
-    Ok(Conversation {
-        id: id.to_owned(),
-        kind: parse_kind(&kind),
-        title,
-        created_at: from_ms(created_at),
-        participants: Vec::new(),
-        last_message: None,
-        unread_count: 0,
-        last_seq,
-        last_activity_at: from_ms(last_activity_at),
-    })
+    let row: Option<ConversationRow> =
+        sqlx::query_as(CONVERSATION_ROW).bind(id).fetch_optional(&mut *conn).await?;
+    let row = row.ok_or(StoreError::NotFound)?;
+    Ok(assemble_conversations(View::Shared(""), vec![row], Vec::new(), Vec::new()).remove(0))
 }
 
 /// Re-encrypts every message and event payload not yet under the current key of `keys`

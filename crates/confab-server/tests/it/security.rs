@@ -399,13 +399,17 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
     let tls = (cert_path.clone(), key_path.clone());
     let server = TestServer::spawn_with(move |c| c.tls = Some(tls.clone())).await;
     let https = server.base_url().replace("http://", "https://");
-    let client = confab_client::reqwest::Client::builder()
-        .add_root_certificate(
-            confab_client::reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
+    // A client that trusts the test certificate.
+    let trusting = |builder: confab_client::reqwest::ClientBuilder| {
+        builder
+            .add_root_certificate(
+                confab_client::reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
+            )
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let client = trusting(confab_client::reqwest::Client::builder());
 
     let health = client.get(format!("{https}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -429,14 +433,7 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
             confab_client::reqwest::Version::HTTP_11,
         ),
     ] {
-        let client = builder
-            .add_root_certificate(
-                confab_client::reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
-            )
-            .no_proxy()
-            .build()
-            .unwrap();
-        let health = client.get(format!("{https}/healthz")).send().await.unwrap();
+        let health = trusting(builder).get(format!("{https}/healthz")).send().await.unwrap();
         assert_eq!((health.status().as_u16(), health.version()), (200, version));
     }
     // Plain HTTP on the TLS port is not served.
