@@ -1,24 +1,30 @@
-//! `Store` on embedded SQLite: WAL mode, one writer task with group commit (`writer.rs`) and a
-//! small pool of read-only connections, which WAL lets read while the writer writes.
+//! `Store` on embedded SQLite: WAL mode, one writer thread with group commit
+//! (`writer::blocking`) and a small pool of read-only connections, which WAL lets read while
+//! the writer writes.
 //!
-//! Timestamps are stored as unix milliseconds. Placeholders are `$1, $2, …`, which SQLite and
-//! PostgreSQL both accept, so most statements can be shared by a PostgreSQL store.
+//! SQLite runs in-process through rusqlite, synchronously: a read is one hand-off to a
+//! blocking thread and back, a write one job for the writer thread, however many statements
+//! they run. (sqlx, which the PostgreSQL store uses, would pass every statement and every row
+//! between threads.) Migrations still run through sqlx's migrator, at open.
+//!
+//! Timestamps are stored as unix milliseconds. Statements number their parameters `?1, ?2, …`;
+//! the column lists shared with the PostgreSQL store are written with `$1` and translated by
+//! [`positional`].
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use confab_proto::{
     Conversation, Event, Frame, Me, MembershipChange, Message, Participant, Receipt, User,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Connection, FromRow, SqliteConnection};
-use tokio::sync::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use sqlx::Connection as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::codec::Codec;
 use super::rows::{
@@ -26,7 +32,8 @@ use super::rows::{
     PARTICIPANT_SELECT, ParticipantRow, UserRow, View, assemble_conversations, frame_text,
     open_row, parse_kind, parse_role,
 };
-use super::writer::{EventSink, Published, Tx, Writer};
+use super::writer::blocking::Writer;
+use super::writer::{EventSink, Published, Tx};
 use super::{
     EventBounds, Membership, NewConversation, NewMessage, NewParticipant, NewSession, NewUser,
     PageCursor, Removal, Rotation, SessionRecord, Store, StoreError, StoreResult, StoredFrame,
@@ -38,14 +45,44 @@ use crate::time::from_ms;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How many read connections to keep open.
-const READERS: u32 = 4;
+const READERS: usize = 4;
+/// Prepared statements kept per connection: every statement of this file fits.
+const STATEMENT_CACHE: usize = 128;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+type WriteTx = Tx<Connection>;
 
 pub struct SqliteStore {
     instance: Arc<str>,
     codec: Codec,
     writer: Writer,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    read: SqlitePool,
+    writer_stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    readers: Arc<Readers>,
+}
+
+/// Read-only connections, each lent to one blocking task at a time.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+/// A borrowed read connection; it goes back to the pool when dropped, even after a panic.
+struct Lent<'a> {
+    conn: Option<Connection>,
+    readers: &'a Readers,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.readers.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        }
+    }
 }
 
 impl SqliteStore {
@@ -57,33 +94,40 @@ impl SqliteStore {
         sink: Arc<dyn EventSink>,
         keys: Option<Arc<Keyring>>,
     ) -> anyhow::Result<SqliteStore> {
-        let base = connect_options(path);
-        let write_opts = base.clone().create_if_missing(true).synchronous(if synchronous_full {
-            SqliteSynchronous::Full
-        } else {
-            SqliteSynchronous::Normal
-        });
-        let mut write_conn = SqliteConnection::connect_with(&write_opts)
+        let mut migrate = SqliteConnection::connect_with(&migrate_options(path))
             .await
             .with_context(|| format!("open SQLite database {}", path.display()))?;
         MIGRATOR
-            .run(&mut write_conn)
+            .run(&mut migrate)
             .await
             .with_context(|| format!("apply migrations to {}", path.display()))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .min_connections(1)
-            .connect_with(base.read_only(true))
-            .await
-            .context("open SQLite read pool")?;
-        let instance: String = sqlx::query_scalar("SELECT instance FROM event_log WHERE id = 1")
-            .fetch_one(&read)
-            .await
-            .context("read the event log's instance")?;
+        migrate.close().await.context("close the migration connection")?;
+
+        let owned = path.to_owned();
+        let (write_conn, readers, instance) = tokio::task::spawn_blocking(move || {
+            let write_conn = open_connection(&owned, Some(synchronous_full))?;
+            let readers = (0..READERS)
+                .map(|_| open_connection(&owned, None))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let instance: String = readers[0]
+                .query_row("SELECT instance FROM event_log WHERE id = 1", [], |r| r.get(0))
+                .context("read the event log's instance")?;
+            anyhow::Ok((write_conn, readers, instance))
+        })
+        .await??;
         let instance: Arc<str> = instance.into();
         let codec = Codec::new(keys);
-        let (writer, task) = Writer::spawn(write_conn, instance.clone(), codec.clone(), sink);
-        Ok(SqliteStore { instance, codec, writer, writer_task: Mutex::new(Some(task)), read })
+        let (writer, stopped) = Writer::spawn(write_conn, instance.clone(), codec.clone(), sink)?;
+        Ok(SqliteStore {
+            instance,
+            codec,
+            writer,
+            writer_stopped: tokio::sync::Mutex::new(Some(stopped)),
+            readers: Arc::new(Readers {
+                idle: Mutex::new(readers),
+                permits: Semaphore::new(READERS),
+            }),
+        })
     }
 
     /// A store on a database URL such as `sqlite://./data/confab.db` or `sqlite:data.db`.
@@ -95,6 +139,44 @@ impl SqliteStore {
     ) -> anyhow::Result<SqliteStore> {
         SqliteStore::open(&path_of(url)?, synchronous_full, sink, keys).await
     }
+
+    /// Runs `f` on a read connection right here, on the async thread, when one is idle;
+    /// otherwise as [`SqliteStore::read`] does. Only for reads that take microseconds (an
+    /// indexed lookup, a bounded page): a hand-off to a blocking thread and back costs more
+    /// than such a query, and two hand-offs per request were most of a send's thread switches.
+    /// A WAL reader never waits for the writer.
+    async fn read_now<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &Codec) -> StoreResult<R> + Send + 'static,
+    {
+        let Ok(_permit) = self.readers.permits.try_acquire() else { return self.read(f).await };
+        let conn = self.readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let Some(conn) = conn else {
+            return Err(StoreError::Backend(anyhow!("the database is closed")));
+        };
+        let lent = Lent { conn: Some(conn), readers: &self.readers };
+        f(lent.conn.as_ref().expect("lent until dropped"), &self.codec)
+    }
+
+    /// Runs `f` on a read connection in a blocking thread.
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &Codec) -> StoreResult<R> + Send + 'static,
+    {
+        let closed = || StoreError::Backend(anyhow!("the database is closed"));
+        let _permit = self.readers.permits.acquire().await.map_err(|_| closed())?;
+        let readers = self.readers.clone();
+        let codec = self.codec.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let lent = Lent { conn: Some(conn.ok_or_else(closed)?), readers: &readers };
+            f(lent.conn.as_ref().expect("lent until dropped"), &codec)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(anyhow!("read task failed: {e}")))?
+    }
 }
 
 fn path_of(url: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -102,21 +184,178 @@ fn path_of(url: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(opts.get_filename().to_path_buf())
 }
 
-/// Options every connection shares. `secure_delete` overwrites deleted and replaced content
-/// with zeros, so an edited or deleted message leaves no old text in free pages.
-fn connect_options(path: &Path) -> SqliteConnectOptions {
+/// The connection that applies migrations (and creates the file).
+fn migrate_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
+        .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("secure_delete", "on")
+}
+
+/// A connection with the settings every one shares: the writer's when `synchronous_full` is
+/// given, read-only otherwise. `secure_delete` overwrites deleted and replaced content with
+/// zeros, so an edited or deleted message leaves no old text in free pages.
+fn open_connection(path: &Path, synchronous_full: Option<bool>) -> anyhow::Result<Connection> {
+    let access = match synchronous_full {
+        Some(_) => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        None => OpenFlags::SQLITE_OPEN_READ_ONLY,
+    };
+    let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("open SQLite database {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
+    if let Some(full) = synchronous_full {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "journal_mode is {mode}, not WAL");
+        conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+    }
+    Ok(conn)
+}
+
+/// `sql` with PostgreSQL-style `$1` parameters numbered the SQLite way, `?1`.
+fn positional(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The statements built from the column lists shared with the PostgreSQL store.
+struct Statements {
+    conversations_one: String,
+    conversations_all: String,
+    participants_of: String,
+    participants_scoped: String,
+    last_messages: String,
+    message_by_id: String,
+    message_by_client_id: String,
+    page_descending: String,
+    page_ascending: String,
+    conversation_row: String,
+}
+
+static SQL: LazyLock<Statements> = LazyLock::new(|| {
+    let page = |order: &str| {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+              WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+              ORDER BY seq {order} LIMIT ?4"
+        )
+    };
+    Statements {
+        conversations_one: positional(&format!("{CONVERSATION_SELECT} AND c.id = $2")),
+        conversations_all: positional(&format!(
+            "{CONVERSATION_SELECT} ORDER BY c.last_activity_at DESC, c.id DESC"
+        )),
+        participants_of: positional(&format!(
+            "{PARTICIPANT_SELECT} WHERE p.conversation_id = $2 ORDER BY p.joined_at, p.id"
+        )),
+        participants_scoped: positional(&format!(
+            "{PARTICIPANT_SELECT}
+              WHERE p.conversation_id IN (SELECT conversation_id FROM participants WHERE user_id = $1)
+              ORDER BY p.joined_at, p.id"
+        )),
+        last_messages: format!(
+            "SELECT {} FROM participants p
+               JOIN conversations c ON c.id = p.conversation_id
+               JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+              WHERE p.user_id = ?1 AND (?2 = '' OR p.conversation_id = ?2)",
+            MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+        message_by_id: format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+        message_by_client_id: format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+              WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+        ),
+        page_descending: page("DESC"),
+        page_ascending: page("ASC"),
+        conversation_row: positional(CONVERSATION_ROW),
+    }
+});
+
+fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow { id: r.get(0)?, username: r.get(1)?, created_at: r.get(2)? })
+}
+
+/// A row selected with [`MESSAGE_COLUMNS`].
+fn message_row(r: &Row) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        sender_id: r.get(2)?,
+        content: r.get(3)?,
+        created_at: r.get(4)?,
+        seq: r.get(5)?,
+        client_id: r.get(6)?,
+        reply_to: r.get(7)?,
+        edited_at: r.get(8)?,
+        deleted: r.get(9)?,
+    })
+}
+
+fn conversation_row(r: &Row) -> rusqlite::Result<ConversationRow> {
+    Ok(ConversationRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        title: r.get(2)?,
+        created_at: r.get(3)?,
+        last_seq: r.get(4)?,
+        last_activity_at: r.get(5)?,
+        unread_count: r.get(6)?,
+    })
+}
+
+fn participant_row(r: &Row) -> rusqlite::Result<ParticipantRow> {
+    Ok(ParticipantRow {
+        conversation_id: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        joined_at: r.get(3)?,
+        role: r.get(4)?,
+        last_read_seq: r.get(5)?,
+        last_delivered_seq: r.get(6)?,
+    })
+}
+
+/// Every row of `sql` with `params`, mapped by `f`.
+fn all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    Ok(conn.prepare_cached(sql)?.query_map(params, f)?.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The first row of `sql` with `params`, if any, mapped by `f`.
+fn first<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&Row) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    Ok(conn.prepare_cached(sql)?.query_row(params, f).optional()?)
+}
+
+/// How many rows `sql` changed.
+fn execute<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> StoreResult<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
 }
 
 /// Conversations as `view` sees them (all of the member's, or `only` one), with participants
 /// and last messages: three queries in all, whatever the number of conversations.
-async fn conversations_on(
-    conn: &mut SqliteConnection,
+fn conversations_on(
+    conn: &Connection,
     codec: &Codec,
     view: View<'_>,
     only: Option<&str>,
@@ -125,89 +364,62 @@ async fn conversations_on(
         View::Member(user) => (user, user),
         View::Shared(user) => (user, ""),
     };
-    let rows: Vec<ConversationRow> = match only {
-        Some(id) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("{CONVERSATION_SELECT} AND c.id = $2")))
-                .bind(viewer)
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        None => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "{CONVERSATION_SELECT} ORDER BY c.last_activity_at DESC, c.id DESC"
-            )))
-            .bind(viewer)
-            .fetch_all(&mut *conn)
-            .await?
-        }
+    let rows = match only {
+        Some(id) => all(conn, &SQL.conversations_one, params![viewer, id], conversation_row)?,
+        None => all(conn, &SQL.conversations_all, params![viewer], conversation_row)?,
     };
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    // With `only`, `$2` narrows both queries to one conversation; otherwise it is unused.
-    let scope = if only.is_some() {
-        "p.conversation_id = $2"
-    } else {
-        "p.conversation_id IN (SELECT conversation_id FROM participants WHERE user_id = $1)"
+    // `?2` (the one conversation, or empty) is unused by the query of all of them.
+    let only = only.unwrap_or_default();
+    let participants = match only {
+        "" => all(
+            conn,
+            &SQL.participants_scoped,
+            params![viewer, only, reveal_reads_of],
+            participant_row,
+        )?,
+        _ => all(
+            conn,
+            &SQL.participants_of,
+            params![viewer, only, reveal_reads_of],
+            participant_row,
+        )?,
     };
-    let participants: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{PARTICIPANT_SELECT} WHERE {scope} ORDER BY p.joined_at, p.id"
-    )))
-    .bind(viewer)
-    .bind(only.unwrap_or_default())
-    .bind(reveal_reads_of)
-    .fetch_all(&mut *conn)
-    .await?;
-    let last_messages: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM participants p
-           JOIN conversations c ON c.id = p.conversation_id
-           JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
-          WHERE p.user_id = $1 AND ($2 = '' OR p.conversation_id = $2)",
-        MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
-    )))
-    .bind(viewer)
-    .bind(only.unwrap_or_default())
-    .fetch_all(&mut *conn)
-    .await?;
-
-    let last_messages =
-        last_messages.into_iter().map(|m| open_row(codec, m)).collect::<StoreResult<_>>()?;
+    let last_messages = all(conn, &SQL.last_messages, params![viewer, only], message_row)?
+        .into_iter()
+        .map(|m| open_row(codec, m))
+        .collect::<StoreResult<_>>()?;
     Ok(assemble_conversations(view, rows, participants, last_messages))
 }
 
 /// The conversation as put in an event all members receive (see [`View::Shared`]).
-async fn conversation_on(
-    conn: &mut SqliteConnection,
+fn conversation_on(
+    conn: &Connection,
     codec: &Codec,
     conversation_id: &str,
     built_by: &str,
 ) -> StoreResult<Conversation> {
-    conversations_on(conn, codec, View::Shared(built_by), Some(conversation_id))
-        .await?
+    conversations_on(conn, codec, View::Shared(built_by), Some(conversation_id))?
         .pop()
         .ok_or(StoreError::NotFound)
 }
 
-async fn insert_members(
-    conn: &mut SqliteConnection,
+fn insert_members(
+    conn: &Connection,
     conversation_id: &str,
     members: &[NewParticipant],
 ) -> StoreResult<Vec<String>> {
     let mut added = Vec::with_capacity(members.len());
     for m in members {
-        let done = sqlx::query(
+        let done = execute(
+            conn,
             "INSERT INTO participants (id, conversation_id, user_id, joined_at, role)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation_id, user_id) DO NOTHING",
-        )
-        .bind(&m.id)
-        .bind(conversation_id)
-        .bind(&m.user_id)
-        .bind(m.joined_at_ms)
-        .bind(m.role.as_str())
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() == 1 {
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+            params![m.id, conversation_id, m.user_id, m.joined_at_ms, m.role.as_str()],
+        )?;
+        if done == 1 {
             added.push(m.user_id.clone());
         }
     }
@@ -215,41 +427,29 @@ async fn insert_members(
 }
 
 /// Opens a replay span: `user_id` sees the conversation's events from `from_event` on.
-async fn open_membership(
-    conn: &mut SqliteConnection,
+fn open_membership(
+    conn: &Connection,
     conversation_id: &str,
     user_id: &str,
     from_event: i64,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO memberships (conversation_id, user_id, from_event) VALUES ($1, $2, $3)",
-    )
-    .bind(conversation_id)
-    .bind(user_id)
-    .bind(from_event)
-    .execute(&mut *conn)
-    .await?;
+    execute(
+        conn,
+        "INSERT INTO memberships (conversation_id, user_id, from_event) VALUES (?1, ?2, ?3)",
+        params![conversation_id, user_id, from_event],
+    )?;
     Ok(())
 }
 
-async fn message_on(
-    conn: &mut SqliteConnection,
-    codec: &Codec,
-    message_id: &str,
-) -> StoreResult<Message> {
-    let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
-    )))
-    .bind(message_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+fn message_on(conn: &Connection, codec: &Codec, message_id: &str) -> StoreResult<Message> {
+    let row = first(conn, &SQL.message_by_id, [message_id], message_row)?;
     open_row(codec, row.ok_or(StoreError::NotFound)?)
 }
 
 /// Appends `event` to the log in the current transaction and queues it for delivery after the
 /// commit. `ref_id` names the message whose content the payload holds (to erase on delete).
-async fn emit(
-    tx: &mut Tx,
+fn emit(
+    tx: &mut WriteTx,
     conversation_id: &str,
     event: &Event,
     ref_id: Option<&str>,
@@ -265,26 +465,24 @@ async fn emit(
         Audience::Only(user) => Some(user),
         _ => None,
     };
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(conversation_id)
-    .bind(&frame.kind)
-    .bind(ref_id)
-    .bind(only)
-    .bind(&stored)
-    .bind(crate::time::now_ms())
-    .fetch_one(&mut tx.conn)
-    .await?;
+    let id: i64 = tx
+        .conn
+        .prepare_cached(
+            "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )?
+        .query_row(
+            params![conversation_id, frame.kind, ref_id, only, stored, crate::time::now_ms()],
+            |r| r.get(0),
+        )?;
     let mut recipients = match audience {
         Audience::Only(user) => vec![user.to_owned()],
-        Audience::Members | Audience::MembersAnd(_) => {
-            sqlx::query_scalar("SELECT user_id FROM participants WHERE conversation_id = $1")
-                .bind(conversation_id)
-                .fetch_all(&mut tx.conn)
-                .await?
-        }
+        Audience::Members | Audience::MembersAnd(_) => all(
+            &tx.conn,
+            "SELECT user_id FROM participants WHERE conversation_id = ?1",
+            [conversation_id],
+            |r| r.get(0),
+        )?,
     };
     if let Audience::MembersAnd(extra) = audience
         && !recipients.iter().any(|r| r == extra)
@@ -301,60 +499,59 @@ impl Store for SqliteStore {
     async fn insert_user(&self, user: NewUser) -> StoreResult<User> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    // The single writer makes the skeleton check and the insert atomic.
-                    let row: Option<UserRow> = sqlx::query_as(
-                        "INSERT INTO users (id, username, username_key, password_hash, created_at,
-                                            username_skeleton)
-                         SELECT $1, $2, $3, $4, $5, $6
-                          WHERE NOT EXISTS (SELECT 1 FROM users WHERE username_skeleton = $6)
-                         ON CONFLICT (username_key) DO NOTHING
-                         RETURNING id, username, created_at",
-                    )
-                    .bind(&user.id)
-                    .bind(&user.username)
-                    .bind(&user.username_key)
-                    .bind(&user.password_hash)
-                    .bind(user.created_at_ms)
-                    .bind(&user.username_skeleton)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
-                    row.map(User::from).ok_or(StoreError::Conflict("username is taken"))
-                })
+                // The single writer makes the skeleton check and the insert atomic.
+                let row = first(
+                    &tx.conn,
+                    "INSERT INTO users (id, username, username_key, password_hash, created_at,
+                                        username_skeleton)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                      WHERE NOT EXISTS (SELECT 1 FROM users WHERE username_skeleton = ?6)
+                     ON CONFLICT (username_key) DO NOTHING
+                     RETURNING id, username, created_at",
+                    params![
+                        user.id,
+                        user.username,
+                        user.username_key,
+                        user.password_hash,
+                        user.created_at_ms,
+                        user.username_skeleton
+                    ],
+                    user_row,
+                )?;
+                row.map(User::from).ok_or(StoreError::Conflict("username is taken"))
             })
             .await
     }
 
     async fn user_credentials(&self, username_key: &str) -> StoreResult<Option<UserCredentials>> {
-        #[derive(FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            user: UserRow,
-            password_hash: String,
-        }
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, username, created_at, password_hash FROM users WHERE username_key = $1",
-        )
-        .bind(username_key)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(|r| UserCredentials { user: r.user.into(), password_hash: r.password_hash }))
+        let key = username_key.to_owned();
+        self.read(move |conn, _| {
+            first(
+                conn,
+                "SELECT id, username, created_at, password_hash FROM users WHERE username_key = ?1",
+                [key],
+                |r| Ok(UserCredentials { user: user_row(r)?.into(), password_hash: r.get(3)? }),
+            )
+        })
+        .await
     }
 
     async fn users_by_prefix(&self, prefix_key: &str, limit: i64) -> StoreResult<Vec<User>> {
         // A range on the unique index instead of LIKE: `_` is a LIKE wildcard and a legal
         // username character. Every username character sorts below U+007F.
+        let lower = prefix_key.to_owned();
         let upper = format!("{prefix_key}\u{7f}");
-        let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT id, username, created_at FROM users
-              WHERE username_key >= $1 AND username_key < $2 ORDER BY username_key LIMIT $3",
-        )
-        .bind(prefix_key)
-        .bind(upper)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.into_iter().map(User::from).collect())
+        self.read(move |conn, _| {
+            let rows = all(
+                conn,
+                "SELECT id, username, created_at FROM users
+                  WHERE username_key >= ?1 AND username_key < ?2 ORDER BY username_key LIMIT ?3",
+                params![lower, upper, limit],
+                user_row,
+            )?;
+            Ok(rows.into_iter().map(User::from).collect())
+        })
+        .await
     }
 
     async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<User>> {
@@ -362,42 +559,49 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let json = serde_json::to_string(ids).context("encode ids")?;
-        let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT id, username, created_at FROM users WHERE id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.into_iter().map(User::from).collect())
+        self.read(move |conn, _| {
+            let rows = all(
+                conn,
+                "SELECT id, username, created_at FROM users
+                  WHERE id IN (SELECT value FROM json_each(?1))",
+                [json],
+                user_row,
+            )?;
+            Ok(rows.into_iter().map(User::from).collect())
+        })
+        .await
     }
 
     async fn me(&self, user_id: &str) -> StoreResult<Option<Me>> {
-        let row: Option<(String, String, i64, bool)> = sqlx::query_as(
-            "SELECT id, username, created_at, share_read_receipts FROM users WHERE id = $1",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(|(id, username, created_at, share_read_receipts)| Me {
-            id,
-            username,
-            created_at: from_ms(created_at),
-            share_read_receipts,
-        }))
+        let user = user_id.to_owned();
+        self.read_now(move |conn, _| {
+            first(
+                conn,
+                "SELECT id, username, created_at, share_read_receipts FROM users WHERE id = ?1",
+                [user],
+                |r| {
+                    Ok(Me {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                        created_at: from_ms(r.get(2)?),
+                        share_read_receipts: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn set_share_read_receipts(&self, user_id: &str, share: bool) -> StoreResult<()> {
         let user = user_id.to_owned();
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE users SET share_read_receipts = $2 WHERE id = $1")
-                        .bind(&user)
-                        .bind(share)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    Ok(())
-                })
+                execute(
+                    &tx.conn,
+                    "UPDATE users SET share_read_receipts = ?2 WHERE id = ?1",
+                    params![user, share],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -406,98 +610,96 @@ impl Store for SqliteStore {
         let user = user_id.to_owned();
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE users SET last_seen_at = $2 WHERE id = $1")
-                        .bind(&user)
-                        .bind(at_ms)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    Ok(())
-                })
+                execute(
+                    &tx.conn,
+                    "UPDATE users SET last_seen_at = ?2 WHERE id = ?1",
+                    params![user, at_ms],
+                )?;
+                Ok(())
             })
             .await
     }
 
     async fn last_seen(&self, user_id: &str) -> StoreResult<Option<i64>> {
-        let row: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT last_seen_at FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(row.and_then(|(at,)| at))
+        let user = user_id.to_owned();
+        self.read(move |conn, _| {
+            let at = first(conn, "SELECT last_seen_at FROM users WHERE id = ?1", [user], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?;
+            Ok(at.flatten())
+        })
+        .await
     }
 
     async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT other.user_id FROM participants mine
-               JOIN participants other ON other.conversation_id = mine.conversation_id
-              WHERE mine.user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&self.read)
-        .await?)
+        let user = user_id.to_owned();
+        self.read(move |conn, _| {
+            all(
+                conn,
+                "SELECT DISTINCT other.user_id FROM participants mine
+                   JOIN participants other ON other.conversation_id = mine.conversation_id
+                  WHERE mine.user_id = ?1",
+                [user],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     async fn insert_session(&self, session: NewSession) -> StoreResult<()> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, id,
-                                               last_used_at, user_agent, ip)
-                         VALUES ($1, $2, $3, $4, $5, $3, $6, $7)",
-                    )
-                    .bind(&session.token_hash)
-                    .bind(&session.user_id)
-                    .bind(session.created_at_ms)
-                    .bind(session.expires_at_ms)
-                    .bind(&session.id)
-                    .bind(&session.user_agent)
-                    .bind(&session.ip)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    Ok(())
-                })
+                execute(
+                    &tx.conn,
+                    "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, id,
+                                           last_used_at, user_agent, ip)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6, ?7)",
+                    params![
+                        session.token_hash,
+                        session.user_id,
+                        session.created_at_ms,
+                        session.expires_at_ms,
+                        session.id,
+                        session.user_agent,
+                        session.ip
+                    ],
+                )?;
+                Ok(())
             })
             .await
     }
 
     async fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        #[derive(FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            user: UserRow,
-            expires_at: i64,
-            last_used_at: i64,
-        }
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT u.id, u.username, u.created_at, s.expires_at,
-                    COALESCE(s.last_used_at, s.created_at) AS last_used_at
-               FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(|r| SessionRecord {
-            user: r.user.into(),
-            expires_at_ms: r.expires_at,
-            last_used_at_ms: r.last_used_at,
-        }))
+        let token_hash = token_hash.to_owned();
+        self.read_now(move |conn, _| {
+            first(
+                conn,
+                "SELECT u.id, u.username, u.created_at, s.expires_at,
+                        COALESCE(s.last_used_at, s.created_at)
+                   FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                [token_hash],
+                |r| {
+                    Ok(SessionRecord {
+                        user: user_row(r)?.into(),
+                        expires_at_ms: r.get(3)?,
+                        last_used_at_ms: r.get(4)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn touch_session(&self, token_hash: &str, at_ms: i64) -> StoreResult<bool> {
         let token_hash = token_hash.to_owned();
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let done =
-                        sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
-                            .bind(&token_hash)
-                            .bind(at_ms)
-                            .execute(&mut tx.conn)
-                            .await?;
-                    Ok(done.rows_affected() == 1)
-                })
+                let done = execute(
+                    &tx.conn,
+                    "UPDATE sessions SET last_used_at = ?2 WHERE token_hash = ?1",
+                    params![token_hash, at_ms],
+                )?;
+                Ok(done == 1)
             })
             .await
     }
@@ -506,63 +708,47 @@ impl Store for SqliteStore {
         let token_hash = token_hash.to_owned();
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                        .bind(&token_hash)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    Ok(())
-                })
+                execute(&tx.conn, "DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+                Ok(())
             })
             .await
     }
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<StoredSession>> {
-        #[derive(FromRow)]
-        struct Row {
-            id: String,
-            token_hash: String,
-            created_at: i64,
-            last_used_at: i64,
-            expires_at: i64,
-            user_agent: Option<String>,
-            ip: Option<String>,
-        }
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, token_hash, created_at, COALESCE(last_used_at, created_at) AS last_used_at,
-                    expires_at, user_agent, ip
-               FROM sessions WHERE user_id = $1 ORDER BY last_used_at DESC, created_at DESC",
-        )
-        .bind(user_id)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredSession {
-                id: r.id,
-                token_hash: r.token_hash,
-                created_at_ms: r.created_at,
-                last_used_at_ms: r.last_used_at,
-                expires_at_ms: r.expires_at,
-                user_agent: r.user_agent,
-                ip: r.ip,
-            })
-            .collect())
+        let user = user_id.to_owned();
+        self.read(move |conn, _| {
+            all(
+                conn,
+                "SELECT id, token_hash, created_at, COALESCE(last_used_at, created_at) AS used,
+                        expires_at, user_agent, ip
+                   FROM sessions WHERE user_id = ?1 ORDER BY used DESC, created_at DESC",
+                [user],
+                |r| {
+                    Ok(StoredSession {
+                        id: r.get(0)?,
+                        token_hash: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                        last_used_at_ms: r.get(3)?,
+                        expires_at_ms: r.get(4)?,
+                        user_agent: r.get(5)?,
+                        ip: r.get(6)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn delete_session_by_id(&self, user_id: &str, id: &str) -> StoreResult<Option<String>> {
         let (user_id, id) = (user_id.to_owned(), id.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING token_hash",
-                    )
-                    .bind(&user_id)
-                    .bind(&id)
-                    .fetch_optional(&mut tx.conn)
-                    .await?)
-                })
+                first(
+                    &tx.conn,
+                    "DELETE FROM sessions WHERE user_id = ?1 AND id = ?2 RETURNING token_hash",
+                    params![user_id, id],
+                    |r| r.get(0),
+                )
             })
             .await
     }
@@ -571,16 +757,13 @@ impl Store for SqliteStore {
         let (user_id, keep) = (user_id.to_owned(), keep.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2
-                         RETURNING token_hash",
-                    )
-                    .bind(&user_id)
-                    .bind(&keep)
-                    .fetch_all(&mut tx.conn)
-                    .await?)
-                })
+                all(
+                    &tx.conn,
+                    "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2
+                     RETURNING token_hash",
+                    params![user_id, keep],
+                    |r| r.get(0),
+                )
             })
             .await
     }
@@ -588,17 +771,13 @@ impl Store for SqliteStore {
     async fn delete_stale_sessions(&self, now_ms: i64, idle_before_ms: i64) -> StoreResult<u64> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "DELETE FROM sessions
-                          WHERE expires_at <= $1 OR COALESCE(last_used_at, created_at) < $2",
-                    )
-                    .bind(now_ms)
-                    .bind(idle_before_ms)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
+                let done = execute(
+                    &tx.conn,
+                    "DELETE FROM sessions
+                      WHERE expires_at <= ?1 OR COALESCE(last_used_at, created_at) < ?2",
+                    params![now_ms, idle_before_ms],
+                )?;
+                Ok(done as u64)
             })
             .await
     }
@@ -607,14 +786,12 @@ impl Store for SqliteStore {
         let (user_id, hash) = (user_id.to_owned(), password_hash.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-                        .bind(&user_id)
-                        .bind(&hash)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    Ok(())
-                })
+                execute(
+                    &tx.conn,
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![user_id, hash],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -622,41 +799,39 @@ impl Store for SqliteStore {
     async fn insert_conversation(&self, conv: NewConversation) -> StoreResult<Upserted<String>> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    if let Some(key) = &conv.direct_key {
-                        let existing: Option<(String,)> =
-                            sqlx::query_as("SELECT id FROM conversations WHERE direct_key = $1")
-                                .bind(key)
-                                .fetch_optional(&mut tx.conn)
-                                .await?;
-                        if let Some((id,)) = existing {
-                            return Ok(Upserted { value: id, created: false });
-                        }
+                if let Some(key) = &conv.direct_key {
+                    let existing = first(
+                        &tx.conn,
+                        "SELECT id FROM conversations WHERE direct_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )?;
+                    if let Some(id) = existing {
+                        return Ok(Upserted { value: id, created: false });
                     }
-                    sqlx::query(
-                        "INSERT INTO conversations
-                            (id, type, title, created_at, created_by, direct_key, last_activity_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $4)",
-                    )
-                    .bind(&conv.id)
-                    .bind(conv.kind.as_str())
-                    .bind(&conv.title)
-                    .bind(conv.created_at_ms)
-                    .bind(&conv.created_by)
-                    .bind(&conv.direct_key)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    let added = insert_members(&mut tx.conn, &conv.id, &conv.members).await?;
-                    let snapshot =
-                        conversation_on(&mut tx.conn, &tx.codec, &conv.id, &conv.created_by)
-                            .await?;
-                    let event = Event::ConversationCreated(snapshot);
-                    let at = emit(tx, &conv.id, &event, None, Audience::Members).await?;
-                    for user in &added {
-                        open_membership(&mut tx.conn, &conv.id, user, at).await?;
-                    }
-                    Ok(Upserted { value: conv.id, created: true })
-                })
+                }
+                execute(
+                    &tx.conn,
+                    "INSERT INTO conversations
+                        (id, type, title, created_at, created_by, direct_key, last_activity_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4)",
+                    params![
+                        conv.id,
+                        conv.kind.as_str(),
+                        conv.title,
+                        conv.created_at_ms,
+                        conv.created_by,
+                        conv.direct_key
+                    ],
+                )?;
+                let added = insert_members(&tx.conn, &conv.id, &conv.members)?;
+                let snapshot = conversation_on(&tx.conn, &tx.codec, &conv.id, &conv.created_by)?;
+                let event = Event::ConversationCreated(snapshot);
+                let at = emit(tx, &conv.id, &event, None, Audience::Members)?;
+                for user in &added {
+                    open_membership(&tx.conn, &conv.id, user, at)?;
+                }
+                Ok(Upserted { value: conv.id, created: true })
             })
             .await
     }
@@ -666,21 +841,25 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Membership>> {
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT c.type, p.role, p.last_read_seq, c.last_seq
-               FROM participants p JOIN conversations c ON c.id = p.conversation_id
-              WHERE p.conversation_id = $1 AND p.user_id = $2",
-        )
-        .bind(conversation_id)
-        .bind(user_id)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(|(kind, role, last_read_seq, last_seq)| Membership {
-            kind: parse_kind(&kind),
-            role: parse_role(&role),
-            last_read_seq,
-            last_seq,
-        }))
+        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        self.read_now(move |conn, _| {
+            first(
+                conn,
+                "SELECT c.type, p.role, p.last_read_seq, c.last_seq
+                   FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                  WHERE p.conversation_id = ?1 AND p.user_id = ?2",
+                params![conv, user],
+                |r| {
+                    Ok(Membership {
+                        kind: parse_kind(&r.get::<_, String>(0)?),
+                        role: parse_role(&r.get::<_, String>(1)?),
+                        last_read_seq: r.get(2)?,
+                        last_seq: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn conversation_for(
@@ -688,34 +867,35 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Conversation>> {
-        let mut conn = self.read.acquire().await?;
-        Ok(conversations_on(&mut conn, &self.codec, View::Member(user_id), Some(conversation_id))
-            .await?
-            .pop())
+        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        self.read(move |conn, codec| {
+            Ok(conversations_on(conn, codec, View::Member(&user), Some(&conv))?.pop())
+        })
+        .await
     }
 
     async fn conversations_for(&self, user_id: &str) -> StoreResult<Vec<Conversation>> {
-        let mut conn = self.read.acquire().await?;
-        conversations_on(&mut conn, &self.codec, View::Member(user_id), None).await
+        let user = user_id.to_owned();
+        self.read(move |conn, codec| conversations_on(conn, codec, View::Member(&user), None)).await
     }
 
     async fn participants(&self, conversation_id: &str) -> StoreResult<Vec<Participant>> {
-        let rows: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{PARTICIPANT_SELECT} WHERE p.conversation_id = $2 ORDER BY p.joined_at, p.id"
-        )))
-        .bind("")
-        .bind(conversation_id)
-        .bind("")
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.into_iter().map(Participant::from).collect())
+        let conv = conversation_id.to_owned();
+        self.read(move |conn, _| {
+            let rows = all(conn, &SQL.participants_of, params!["", conv, ""], participant_row)?;
+            Ok(rows.into_iter().map(Participant::from).collect())
+        })
+        .await
     }
 
     async fn participant_ids(&self, conversation_id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT user_id FROM participants WHERE conversation_id = $1")
-            .bind(conversation_id)
-            .fetch_all(&self.read)
-            .await?)
+        let conv = conversation_id.to_owned();
+        self.read(move |conn, _| {
+            all(conn, "SELECT user_id FROM participants WHERE conversation_id = ?1", [conv], |r| {
+                r.get(0)
+            })
+        })
+        .await
     }
 
     async fn rename_conversation(
@@ -727,21 +907,19 @@ impl Store for SqliteStore {
         let (id, title, actor) = (conversation_id.to_owned(), title.to_owned(), actor.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let done = sqlx::query("UPDATE conversations SET title = $2 WHERE id = $1")
-                        .bind(&id)
-                        .bind(&title)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    let snapshot = conversation_on(&mut tx.conn, &tx.codec, &id, &actor).await?;
-                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
-                    let event = Event::ConversationUpdated(snapshot);
-                    emit(tx, &id, &event, last.as_deref(), Audience::Members).await?;
-                    Ok(())
-                })
+                let done = execute(
+                    &tx.conn,
+                    "UPDATE conversations SET title = ?2 WHERE id = ?1",
+                    params![id, title],
+                )?;
+                if done == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                let snapshot = conversation_on(&tx.conn, &tx.codec, &id, &actor)?;
+                let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                let event = Event::ConversationUpdated(snapshot);
+                emit(tx, &id, &event, last.as_deref(), Audience::Members)?;
+                Ok(())
             })
             .await
     }
@@ -755,32 +933,30 @@ impl Store for SqliteStore {
         let (id, actor) = (conversation_id.to_owned(), actor.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let added = insert_members(&mut tx.conn, &id, &members).await?;
-                    if added.is_empty() {
-                        return Ok(added);
-                    }
-                    let snapshot = conversation_on(&mut tx.conn, &tx.codec, &id, &actor).await?;
-                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
-                    for user in &added {
-                        let username = snapshot
-                            .participants
-                            .iter()
-                            .find(|p| &p.user_id == user)
-                            .map(|p| p.username.clone())
-                            .unwrap_or_default();
-                        let event = Event::ParticipantAdded(MembershipChange {
-                            conversation_id: id.clone(),
-                            user_id: user.clone(),
-                            username,
-                            by: actor.clone(),
-                            conversation: snapshot.clone(),
-                        });
-                        let at = emit(tx, &id, &event, last.as_deref(), Audience::Members).await?;
-                        open_membership(&mut tx.conn, &id, user, at).await?;
-                    }
-                    Ok(added)
-                })
+                let added = insert_members(&tx.conn, &id, &members)?;
+                if added.is_empty() {
+                    return Ok(added);
+                }
+                let snapshot = conversation_on(&tx.conn, &tx.codec, &id, &actor)?;
+                let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                for user in &added {
+                    let username = snapshot
+                        .participants
+                        .iter()
+                        .find(|p| &p.user_id == user)
+                        .map(|p| p.username.clone())
+                        .unwrap_or_default();
+                    let event = Event::ParticipantAdded(MembershipChange {
+                        conversation_id: id.clone(),
+                        user_id: user.clone(),
+                        username,
+                        by: actor.clone(),
+                        conversation: snapshot.clone(),
+                    });
+                    let at = emit(tx, &id, &event, last.as_deref(), Audience::Members)?;
+                    open_membership(&tx.conn, &id, user, at)?;
+                }
+                Ok(added)
             })
             .await
     }
@@ -795,71 +971,64 @@ impl Store for SqliteStore {
             (conversation_id.to_owned(), user_id.to_owned(), actor.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let username: Option<String> = sqlx::query_scalar(
-                        "SELECT u.username FROM participants p JOIN users u ON u.id = p.user_id
-                          WHERE p.conversation_id = $1 AND p.user_id = $2",
-                    )
-                    .bind(&conv)
-                    .bind(&user)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
-                    let username = username.ok_or(StoreError::NotFound)?;
-                    sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
-                        .bind(&conv)
-                        .bind(&user)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    let promoted: Option<String> = sqlx::query_scalar(
-                        "UPDATE participants SET role = 'admin'
-                          WHERE id = (SELECT id FROM participants WHERE conversation_id = $1
-                                       ORDER BY joined_at, id LIMIT 1)
-                            AND NOT EXISTS (SELECT 1 FROM participants
-                                             WHERE conversation_id = $1 AND role = 'admin')
-                          RETURNING user_id",
-                    )
-                    .bind(&conv)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
-                    // The snapshot is seen by the remover, or by a remaining member when the
-                    // last one left (then nobody but the leaver receives it).
-                    let snapshot = match conversation_on(&mut tx.conn, &tx.codec, &conv, &actor).await {
-                        Ok(c) => c,
-                        Err(StoreError::NotFound) => {
-                            let viewer: Option<String> = sqlx::query_scalar(
-                                "SELECT user_id FROM participants WHERE conversation_id = $1 LIMIT 1",
-                            )
-                            .bind(&conv)
-                            .fetch_optional(&mut tx.conn)
-                            .await?;
-                            match viewer {
-                                Some(v) => conversation_on(&mut tx.conn, &tx.codec, &conv, &v).await?,
-                                None => empty_conversation(&mut tx.conn, &conv).await?,
-                            }
+                let username: Option<String> = first(
+                    &tx.conn,
+                    "SELECT u.username FROM participants p JOIN users u ON u.id = p.user_id
+                      WHERE p.conversation_id = ?1 AND p.user_id = ?2",
+                    params![conv, user],
+                    |r| r.get(0),
+                )?;
+                let username = username.ok_or(StoreError::NotFound)?;
+                execute(
+                    &tx.conn,
+                    "DELETE FROM participants WHERE conversation_id = ?1 AND user_id = ?2",
+                    params![conv, user],
+                )?;
+                let promoted: Option<String> = first(
+                    &tx.conn,
+                    "UPDATE participants SET role = 'admin'
+                      WHERE id = (SELECT id FROM participants WHERE conversation_id = ?1
+                                   ORDER BY joined_at, id LIMIT 1)
+                        AND NOT EXISTS (SELECT 1 FROM participants
+                                         WHERE conversation_id = ?1 AND role = 'admin')
+                      RETURNING user_id",
+                    [&conv],
+                    |r| r.get(0),
+                )?;
+                // The snapshot is seen by the remover, or by a remaining member when the last
+                // one left (then nobody but the leaver receives it).
+                let snapshot = match conversation_on(&tx.conn, &tx.codec, &conv, &actor) {
+                    Ok(c) => c,
+                    Err(StoreError::NotFound) => {
+                        let viewer: Option<String> = first(
+                            &tx.conn,
+                            "SELECT user_id FROM participants WHERE conversation_id = ?1 LIMIT 1",
+                            [&conv],
+                            |r| r.get(0),
+                        )?;
+                        match viewer {
+                            Some(v) => conversation_on(&tx.conn, &tx.codec, &conv, &v)?,
+                            None => empty_conversation(&tx.conn, &conv)?,
                         }
-                        Err(e) => return Err(e),
-                    };
-                    let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
-                    let event = Event::ParticipantRemoved(MembershipChange {
-                        conversation_id: conv.clone(),
-                        user_id: user.clone(),
-                        username,
-                        by: actor.clone(),
-                        conversation: snapshot,
-                    });
-                    let at =
-                        emit(tx, &conv, &event, last.as_deref(), Audience::MembersAnd(&user)).await?;
-                    sqlx::query(
-                        "UPDATE memberships SET to_event = $3
-                          WHERE conversation_id = $1 AND user_id = $2 AND to_event IS NULL",
-                    )
-                    .bind(&conv)
-                    .bind(&user)
-                    .bind(at)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    Ok(Removal { promoted })
-                })
+                    }
+                    Err(e) => return Err(e),
+                };
+                let last = snapshot.last_message.as_ref().map(|m| m.id.clone());
+                let event = Event::ParticipantRemoved(MembershipChange {
+                    conversation_id: conv.clone(),
+                    user_id: user.clone(),
+                    username,
+                    by: actor.clone(),
+                    conversation: snapshot,
+                });
+                let at = emit(tx, &conv, &event, last.as_deref(), Audience::MembersAnd(&user))?;
+                execute(
+                    &tx.conn,
+                    "UPDATE memberships SET to_event = ?3
+                      WHERE conversation_id = ?1 AND user_id = ?2 AND to_event IS NULL",
+                    params![conv, user, at],
+                )?;
+                Ok(Removal { promoted })
             })
             .await
     }
@@ -867,77 +1036,81 @@ impl Store for SqliteStore {
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    // `seq` is the conversation's `last_seq + 1`; the trigger of migration
-                    // 0003 stores it back and moves the sender's read watermark. The writer is
-                    // the only one inserting, so seq is gapless. A repeated client_id inserts
-                    // nothing (the unique index), and then the first message is the answer.
-                    let seq: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO messages
-                            (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
-                         SELECT $1, $2, $3, $4, $5, last_seq + 1, $6, $7
-                           FROM conversations WHERE id = $2
-                         ON CONFLICT (conversation_id, sender_id, client_id)
-                            WHERE client_id IS NOT NULL DO NOTHING
-                         RETURNING seq",
-                    )
-                    .bind(&msg.id)
-                    .bind(&msg.conversation_id)
-                    .bind(&msg.sender_id)
-                    .bind(tx.codec.seal(&msg.id, &msg.content))
-                    .bind(msg.created_at_ms)
-                    .bind(&msg.client_id)
-                    .bind(&msg.reply_to)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
-                    if seq.is_none()
-                        && let Some(client_id) = &msg.client_id
-                    {
-                        let first: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                            "SELECT {MESSAGE_COLUMNS} FROM messages
-                              WHERE conversation_id = $1 AND sender_id = $2 AND client_id = $3"
-                        )))
-                        .bind(&msg.conversation_id)
-                        .bind(&msg.sender_id)
-                        .bind(client_id)
-                        .fetch_optional(&mut tx.conn)
-                        .await?;
-                        if let Some(first) = first {
-                            let value = open_row(&tx.codec, first)?;
-                            return Ok(Upserted { value, created: false });
-                        }
+                // `seq` is the conversation's `last_seq + 1`; the trigger of migration 0003
+                // stores it back and moves the sender's read watermark. The writer is the only
+                // one inserting, so seq is gapless. A repeated client_id inserts nothing (the
+                // unique index), and then the first message is the answer.
+                let seq: Option<i64> = first(
+                    &tx.conn,
+                    "INSERT INTO messages
+                        (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
+                     SELECT ?1, ?2, ?3, ?4, ?5, last_seq + 1, ?6, ?7
+                       FROM conversations WHERE id = ?2
+                     ON CONFLICT (conversation_id, sender_id, client_id)
+                        WHERE client_id IS NOT NULL DO NOTHING
+                     RETURNING seq",
+                    params![
+                        msg.id,
+                        msg.conversation_id,
+                        msg.sender_id,
+                        tx.codec.seal(&msg.id, &msg.content),
+                        msg.created_at_ms,
+                        msg.client_id,
+                        msg.reply_to
+                    ],
+                    |r| r.get(0),
+                )?;
+                if seq.is_none()
+                    && let Some(client_id) = &msg.client_id
+                {
+                    let earlier = first(
+                        &tx.conn,
+                        &SQL.message_by_client_id,
+                        params![msg.conversation_id, msg.sender_id, client_id],
+                        message_row,
+                    )?;
+                    if let Some(earlier) = earlier {
+                        let value = open_row(&tx.codec, earlier)?;
+                        return Ok(Upserted { value, created: false });
                     }
-                    let seq = seq.ok_or(StoreError::NotFound)?;
-                    let row = MessageRow {
-                        id: msg.id.clone(),
-                        conversation_id: msg.conversation_id.clone(),
-                        sender_id: msg.sender_id.clone(),
-                        content: msg.content.clone(),
-                        created_at: msg.created_at_ms,
-                        seq,
-                        client_id: msg.client_id.clone(),
-                        reply_to: msg.reply_to.clone(),
-                        edited_at: None,
-                        deleted: false,
-                    };
-                    let message = Message::from(row);
-                    let event = Event::NewMessage(message.clone());
-                    emit(tx, &msg.conversation_id, &event, Some(&message.id), Audience::Members)
-                        .await?;
-                    Ok(Upserted { value: message, created: true })
-                })
+                }
+                let seq = seq.ok_or(StoreError::NotFound)?;
+                let NewMessage {
+                    id,
+                    conversation_id,
+                    sender_id,
+                    content,
+                    created_at_ms,
+                    client_id,
+                    reply_to,
+                } = msg;
+                let message = Message::from(MessageRow {
+                    id,
+                    conversation_id,
+                    sender_id,
+                    content,
+                    created_at: created_at_ms,
+                    seq,
+                    client_id,
+                    reply_to,
+                    edited_at: None,
+                    deleted: false,
+                });
+                let event = Event::NewMessage(message.clone());
+                emit(tx, &message.conversation_id, &event, Some(&message.id), Audience::Members)?;
+                Ok(Upserted { value: message, created: true })
             })
             .await
     }
 
     async fn message(&self, message_id: &str) -> StoreResult<Option<Message>> {
-        let row: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
-        )))
-        .bind(message_id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|r| open_row(&self.codec, r)).transpose()
+        let id = message_id.to_owned();
+        self.read_now(move |conn, codec| {
+            first(conn, &SQL.message_by_id, [id], message_row)?
+                .map(|r| open_row(codec, r))
+                .transpose()
+        })
+        .await
     }
 
     async fn messages_page(
@@ -954,42 +1127,29 @@ impl Store for SqliteStore {
             PageCursor::After(after) => (after, i64::MAX, false),
             PageCursor::Between { after, before } => (after, before, false),
         };
-        let order = if descending { "DESC" } else { "ASC" };
-        // The page comes back as one JSON value, not one row per message: sqlx hands every
-        // row from SQLite's thread to this task separately, and those hand-offs, not the
-        // query, were most of a page's time. Content travels as hex of its bytes (sealed
-        // content starts with a NUL, which SQLite's JSON functions would cut at).
-        // NULL (no page) unless `$5` is a participant: the access check travels with it.
-        let page: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM participants
-                                       WHERE conversation_id = $1 AND user_id = $5)
-                    THEN (SELECT json_group_array(json_array(id, conversation_id, sender_id,
-                                     hex(CAST(content AS BLOB)), created_at, seq, client_id,
-                                     reply_to, edited_at, deleted))
-                            FROM (SELECT {MESSAGE_COLUMNS} FROM messages
-                                   WHERE conversation_id = $1 AND seq > $2 AND seq < $3
-                                   ORDER BY seq {order} LIMIT $4))
-                    END"
-        )))
-        .bind(conversation_id)
-        .bind(lower)
-        .bind(upper)
-        .bind(limit + 1)
-        .bind(reader)
-        .fetch_one(&self.read)
-        .await?;
-        let Some(page) = page else { return Ok(None) };
-        let mut rows = page_rows(&page)?;
-        // Nearest to the cursor first, whatever order the aggregate kept.
-        rows.sort_unstable_by_key(|r| if descending { -r.seq } else { r.seq });
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        if descending {
-            rows.reverse();
-        }
-        let messages =
-            rows.into_iter().map(|r| open_row(&self.codec, r)).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some((messages, has_more)))
+        let (conv, reader) = (conversation_id.to_owned(), reader.to_owned());
+        self.read_now(move |conn, codec| {
+            let member = first(
+                conn,
+                "SELECT 1 FROM participants WHERE conversation_id = ?1 AND user_id = ?2",
+                params![conv, reader],
+                |_| Ok(()),
+            )?;
+            if member.is_none() {
+                return Ok(None);
+            }
+            let sql = if descending { &SQL.page_descending } else { &SQL.page_ascending };
+            let mut rows = all(conn, sql, params![conv, lower, upper, limit + 1], message_row)?;
+            let has_more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            if descending {
+                rows.reverse();
+            }
+            let messages =
+                rows.into_iter().map(|r| open_row(codec, r)).collect::<StoreResult<Vec<_>>>()?;
+            Ok(Some((messages, has_more)))
+        })
+        .await
     }
 
     async fn update_message_content(
@@ -1001,42 +1161,35 @@ impl Store for SqliteStore {
         let (id, content) = (message_id.to_owned(), content.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let stored = tx.codec.seal(&id, &content);
-                    let done = sqlx::query(
-                        "UPDATE messages SET content = $2, edited_at = $3 WHERE id = $1 AND deleted = 0",
-                    )
-                    .bind(&id)
-                    .bind(&stored)
-                    .bind(edited_at_ms)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        // Deleted between the service's check and now, or gone.
-                        return Err(StoreError::Conflict("message is deleted"));
-                    }
-                    // Earlier events carried the old text: they get the new one, so an edit
-                    // keeps no old version anywhere.
-                    sqlx::query(
-                        "UPDATE events SET payload = CASE
-                            WHEN type IN ('new_message', 'message_updated') THEN
-                                json_set(payload, '$.content', $2)
-                            WHEN type IN ('conversation_created', 'conversation_updated') THEN
-                                json_set(payload, '$.last_message.content', $2)
-                            WHEN type IN ('participant_added', 'participant_removed') THEN
-                                json_set(payload, '$.conversation.last_message.content', $2)
-                            ELSE payload END
-                          WHERE ref_id = $1",
-                    )
-                    .bind(&id)
-                    .bind(&stored)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    let message = message_on(&mut tx.conn, &tx.codec, &id).await?;
-                    let event = Event::MessageUpdated(message.clone());
-                    emit(tx, &message.conversation_id, &event, Some(&id), Audience::Members).await?;
-                    Ok(message)
-                })
+                let stored = tx.codec.seal(&id, &content);
+                let done = execute(
+                    &tx.conn,
+                    "UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1 AND deleted = 0",
+                    params![id, stored, edited_at_ms],
+                )?;
+                if done == 0 {
+                    // Deleted between the service's check and now, or gone.
+                    return Err(StoreError::Conflict("message is deleted"));
+                }
+                // Earlier events carried the old text: they get the new one, so an edit keeps
+                // no old version anywhere.
+                execute(
+                    &tx.conn,
+                    "UPDATE events SET payload = CASE
+                        WHEN type IN ('new_message', 'message_updated') THEN
+                            json_set(payload, '$.content', ?2)
+                        WHEN type IN ('conversation_created', 'conversation_updated') THEN
+                            json_set(payload, '$.last_message.content', ?2)
+                        WHEN type IN ('participant_added', 'participant_removed') THEN
+                            json_set(payload, '$.conversation.last_message.content', ?2)
+                        ELSE payload END
+                      WHERE ref_id = ?1",
+                    params![id, stored],
+                )?;
+                let message = message_on(&tx.conn, &tx.codec, &id)?;
+                let event = Event::MessageUpdated(message.clone());
+                emit(tx, &message.conversation_id, &event, Some(&id), Audience::Members)?;
+                Ok(message)
             })
             .await
     }
@@ -1045,34 +1198,32 @@ impl Store for SqliteStore {
         let id = message_id.to_owned();
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    // The content is overwritten, not just flagged, here and in every event
-                    // that carried it: deleted text leaves the database.
-                    sqlx::query("UPDATE messages SET content = '', deleted = 1 WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE events SET payload = CASE
-                            WHEN type IN ('new_message', 'message_updated') THEN
-                                json_set(payload, '$.content', '', '$.deleted', json('true'))
-                            WHEN type IN ('conversation_created', 'conversation_updated') THEN
-                                json_set(payload, '$.last_message.content', '',
-                                         '$.last_message.deleted', json('true'))
-                            WHEN type IN ('participant_added', 'participant_removed') THEN
-                                json_set(payload, '$.conversation.last_message.content', '',
-                                         '$.conversation.last_message.deleted', json('true'))
-                            ELSE payload END
-                          WHERE ref_id = $1",
-                    )
-                    .bind(&id)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    let message = message_on(&mut tx.conn, &tx.codec, &id).await?;
-                    let event = Event::MessageDeleted(message.clone());
-                    emit(tx, &message.conversation_id, &event, None, Audience::Members).await?;
-                    Ok(message)
-                })
+                // The content is overwritten, not just flagged, here and in every event that
+                // carried it: deleted text leaves the database.
+                execute(
+                    &tx.conn,
+                    "UPDATE messages SET content = '', deleted = 1 WHERE id = ?1",
+                    [&id],
+                )?;
+                execute(
+                    &tx.conn,
+                    "UPDATE events SET payload = CASE
+                        WHEN type IN ('new_message', 'message_updated') THEN
+                            json_set(payload, '$.content', '', '$.deleted', json('true'))
+                        WHEN type IN ('conversation_created', 'conversation_updated') THEN
+                            json_set(payload, '$.last_message.content', '',
+                                     '$.last_message.deleted', json('true'))
+                        WHEN type IN ('participant_added', 'participant_removed') THEN
+                            json_set(payload, '$.conversation.last_message.content', '',
+                                     '$.conversation.last_message.deleted', json('true'))
+                        ELSE payload END
+                      WHERE ref_id = ?1",
+                    [&id],
+                )?;
+                let message = message_on(&tx.conn, &tx.codec, &id)?;
+                let event = Event::MessageDeleted(message.clone());
+                emit(tx, &message.conversation_id, &event, None, Audience::Members)?;
+                Ok(message)
             })
             .await
     }
@@ -1091,12 +1242,16 @@ impl Store for SqliteStore {
     }
 
     async fn event_bounds(&self) -> StoreResult<EventBounds> {
-        let (floor, head): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT floor FROM event_log WHERE id = 1),
-                    COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-        )
-        .fetch_one(&self.read)
-        .await?;
+        let (floor, head): (i64, i64) = self
+            .read(|conn, _| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT (SELECT floor FROM event_log WHERE id = 1),
+                                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+                    )?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+            })
+            .await?;
         Ok(EventBounds { instance: self.instance.clone(), floor, head })
     }
 
@@ -1106,91 +1261,97 @@ impl Store for SqliteStore {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<StoredFrame>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT e.id, e.type, e.payload FROM memberships s
-               JOIN events e ON e.conversation_id = s.conversation_id
-              WHERE s.user_id = $1 AND (s.to_event IS NULL OR s.to_event > $2)
-                AND e.id > $2 AND e.id >= s.from_event
-                AND (s.to_event IS NULL OR e.id <= s.to_event)
-                AND (e.audience IS NULL OR e.audience = $1)
-              ORDER BY e.id LIMIT $3",
-        )
-        .bind(user_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.into_iter()
-            .map(|(id, kind, payload)| {
-                let payload = self.codec.open_payload(payload)?;
-                Ok(StoredFrame { id, frame: frame_text(&kind, &payload, &self.instance, id) })
-            })
-            .collect()
+        let user = user_id.to_owned();
+        let instance = self.instance.clone();
+        self.read(move |conn, codec| {
+            let rows: Vec<(i64, String, String)> = all(
+                conn,
+                "SELECT e.id, e.type, e.payload FROM memberships s
+                   JOIN events e ON e.conversation_id = s.conversation_id
+                  WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
+                    AND e.id > ?2 AND e.id >= s.from_event
+                    AND (s.to_event IS NULL OR e.id <= s.to_event)
+                    AND (e.audience IS NULL OR e.audience = ?1)
+                  ORDER BY e.id LIMIT ?3",
+                params![user, after, limit],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            rows.into_iter()
+                .map(|(id, kind, payload)| {
+                    let payload = codec.open_payload(payload)?;
+                    Ok(StoredFrame { id, frame: frame_text(&kind, &payload, &instance, id) })
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn event_ids_between(&self, after: i64, upto: i64) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM events WHERE id > $1 AND id <= $2 ORDER BY id")
-            .bind(after)
-            .bind(upto)
-            .fetch_all(&self.read)
-            .await?)
+        self.read(move |conn, _| {
+            all(
+                conn,
+                "SELECT id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id",
+                params![after, upto],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
-               JOIN events e ON e.conversation_id = s.conversation_id
-              WHERE s.user_id = $1 AND (s.to_event IS NULL OR s.to_event > $2)
-                AND e.id > $2 AND e.id >= s.from_event
-                AND (s.to_event IS NULL OR e.id <= s.to_event)
-                AND (e.audience IS NULL OR e.audience = $1)
-              LIMIT $3)",
-        )
-        .bind(user_id)
-        .bind(after)
-        .bind(cap)
-        .fetch_one(&self.read)
-        .await?)
+        let user = user_id.to_owned();
+        self.read(move |conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
+                       JOIN events e ON e.conversation_id = s.conversation_id
+                      WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
+                        AND e.id > ?2 AND e.id >= s.from_event
+                        AND (s.to_event IS NULL OR e.id <= s.to_event)
+                        AND (e.audience IS NULL OR e.audience = ?1)
+                      LIMIT ?3)",
+                )?
+                .query_row(params![user, after, cap], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn prune_events(&self, before_ms: i64) -> StoreResult<u64> {
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let newest_pruned: Option<i64> =
-                        sqlx::query_scalar("SELECT MAX(id) FROM events WHERE created_at < $1")
-                            .bind(before_ms)
-                            .fetch_one(&mut tx.conn)
-                            .await?;
-                    let Some(newest) = newest_pruned else { return Ok(0) };
-                    let done = sqlx::query("DELETE FROM events WHERE id <= $1")
-                        .bind(newest)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    sqlx::query("UPDATE event_log SET floor = MAX(floor, $1) WHERE id = 1")
-                        .bind(newest)
-                        .execute(&mut tx.conn)
-                        .await?;
-                    sqlx::query(
-                        "DELETE FROM memberships WHERE to_event IS NOT NULL AND to_event <= $1",
-                    )
-                    .bind(newest)
-                    .execute(&mut tx.conn)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
+                let newest: Option<i64> = tx
+                    .conn
+                    .prepare_cached("SELECT MAX(id) FROM events WHERE created_at < ?1")?
+                    .query_row([before_ms], |r| r.get(0))?;
+                let Some(newest) = newest else { return Ok(0) };
+                let done = execute(&tx.conn, "DELETE FROM events WHERE id <= ?1", [newest])?;
+                execute(
+                    &tx.conn,
+                    "UPDATE event_log SET floor = MAX(floor, ?1) WHERE id = 1",
+                    [newest],
+                )?;
+                execute(
+                    &tx.conn,
+                    "DELETE FROM memberships WHERE to_event IS NOT NULL AND to_event <= ?1",
+                    [newest],
+                )?;
+                Ok(done as u64)
             })
             .await
     }
 
     async fn close(&self) {
         self.writer.close().await;
-        if let Some(task) = self.writer_task.lock().await.take()
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = ?e, "database writer task failed");
+        if let Some(stopped) = self.writer_stopped.lock().await.take() {
+            let _ = stopped.await;
         }
-        self.read.close().await;
+        // Reads still running finish first: every permit is taken back before the connections
+        // are dropped.
+        if let Ok(permits) = self.readers.permits.acquire_many(READERS as u32).await {
+            permits.forget();
+        }
+        self.readers.permits.close();
+        self.readers.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -1213,123 +1374,64 @@ impl SqliteStore {
         let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
         self.writer
             .write(move |tx| {
-                Box::pin(async move {
-                    let column = match which {
-                        Watermark::Read => "last_read_seq",
-                        Watermark::Delivered => "last_delivered_seq",
-                    };
-                    let before: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT {column} FROM participants WHERE conversation_id = $1 AND user_id = $2"
-                    )))
-                    .bind(&conv)
-                    .bind(&user)
-                    .fetch_optional(&mut tx.conn)
-                    .await?;
-                    let before = before.ok_or(StoreError::NotFound)?;
-                    let (after,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                let (before_sql, update_sql) = match which {
+                    Watermark::Read => (
+                        "SELECT last_read_seq FROM participants
+                          WHERE conversation_id = ?1 AND user_id = ?2",
                         "UPDATE participants
-                            SET {column} = MAX({column},
-                                MIN($3, (SELECT last_seq FROM conversations WHERE id = $1)))
-                          WHERE conversation_id = $1 AND user_id = $2
-                          RETURNING {column}"
-                    )))
-                    .bind(&conv)
-                    .bind(&user)
-                    .bind(seq)
-                    .fetch_one(&mut tx.conn)
-                    .await?;
-                    if after > before {
-                        let receipt =
-                            Receipt { conversation_id: conv.clone(), user_id: user.clone(), seq: after };
-                        let (event, audience) = match which {
-                            Watermark::Read => {
-                                let shares: bool = sqlx::query_scalar(
-                                    "SELECT share_read_receipts FROM users WHERE id = $1",
-                                )
-                                .bind(&user)
-                                .fetch_one(&mut tx.conn)
-                                .await?;
-                                let audience =
-                                    if shares { Audience::Members } else { Audience::Only(&user) };
-                                (Event::Read(receipt), audience)
-                            }
-                            Watermark::Delivered => (Event::Delivered(receipt), Audience::Members),
-                        };
-                        emit(tx, &conv, &event, None, audience).await?;
-                    }
-                    Ok(after)
-                })
+                            SET last_read_seq = MAX(last_read_seq,
+                                MIN(?3, (SELECT last_seq FROM conversations WHERE id = ?1)))
+                          WHERE conversation_id = ?1 AND user_id = ?2
+                          RETURNING last_read_seq",
+                    ),
+                    Watermark::Delivered => (
+                        "SELECT last_delivered_seq FROM participants
+                          WHERE conversation_id = ?1 AND user_id = ?2",
+                        "UPDATE participants
+                            SET last_delivered_seq = MAX(last_delivered_seq,
+                                MIN(?3, (SELECT last_seq FROM conversations WHERE id = ?1)))
+                          WHERE conversation_id = ?1 AND user_id = ?2
+                          RETURNING last_delivered_seq",
+                    ),
+                };
+                let before: Option<i64> =
+                    first(&tx.conn, before_sql, params![conv, user], |r| r.get(0))?;
+                let before = before.ok_or(StoreError::NotFound)?;
+                let after: i64 = tx
+                    .conn
+                    .prepare_cached(update_sql)?
+                    .query_row(params![conv, user, seq], |r| r.get(0))?;
+                if after > before {
+                    let receipt = Receipt {
+                        conversation_id: conv.clone(),
+                        user_id: user.clone(),
+                        seq: after,
+                    };
+                    let (event, audience) = match which {
+                        Watermark::Read => {
+                            let shares: bool = tx
+                                .conn
+                                .prepare_cached(
+                                    "SELECT share_read_receipts FROM users WHERE id = ?1",
+                                )?
+                                .query_row([&user], |r| r.get(0))?;
+                            let audience =
+                                if shares { Audience::Members } else { Audience::Only(&user) };
+                            (Event::Read(receipt), audience)
+                        }
+                        Watermark::Delivered => (Event::Delivered(receipt), Audience::Members),
+                    };
+                    emit(tx, &conv, &event, None, audience)?;
+                }
+                Ok(after)
             })
             .await
     }
 }
 
-/// The rows of a history page from its JSON form (see `messages_page`).
-fn page_rows(page: &str) -> StoreResult<Vec<MessageRow>> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        i64,
-    );
-    let bad = |e: String| StoreError::Backend(anyhow::anyhow!("history page: {e}"));
-    let rows: Vec<Row> = serde_json::from_str(page).map_err(|e| bad(e.to_string()))?;
-    rows.into_iter()
-        .map(
-            |(
-                id,
-                conversation_id,
-                sender_id,
-                hex,
-                created_at,
-                seq,
-                client_id,
-                reply_to,
-                edited_at,
-                deleted,
-            )| {
-                let bytes =
-                    from_hex(&hex).ok_or_else(|| bad(format!("content of {id} is not hex")))?;
-                let content = String::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
-                Ok(MessageRow {
-                    id,
-                    conversation_id,
-                    sender_id,
-                    content,
-                    created_at,
-                    seq,
-                    client_id,
-                    reply_to,
-                    edited_at,
-                    deleted: deleted != 0,
-                })
-            },
-        )
-        .collect()
-}
-
-/// The bytes of an upper-case hex string, as SQLite's `hex()` writes it.
-fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    hex.as_bytes()
-        .chunks(2)
-        .map(|pair| match pair {
-            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A conversation nobody is in any more, for the event of its last member leaving.
-async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResult<Conversation> {
-    let row: Option<ConversationRow> =
-        sqlx::query_as(CONVERSATION_ROW).bind(id).fetch_optional(&mut *conn).await?;
+fn empty_conversation(conn: &Connection, id: &str) -> StoreResult<Conversation> {
+    let row = first(conn, &SQL.conversation_row, [id], conversation_row)?;
     let row = row.ok_or(StoreError::NotFound)?;
     Ok(assemble_conversations(View::Shared(""), vec![row], Vec::new(), Vec::new()).remove(0))
 }
@@ -1339,69 +1441,71 @@ async fn empty_conversation(conn: &mut SqliteConnection, id: &str) -> StoreResul
 /// transactions that read and rewrite each row together, so a server using the database at the
 /// same time only waits a few milliseconds for each batch and no concurrent edit is lost.
 pub async fn rotate_keys(url: &str, keys: Arc<Keyring>) -> anyhow::Result<Rotation> {
-    const BATCH: i64 = 256;
     let path = path_of(url)?;
     if !path.exists() {
         anyhow::bail!("no database at {}", path.display());
     }
-    let mut conn = SqliteConnection::connect_with(&connect_options(&path))
-        .await
-        .with_context(|| format!("open {}", path.display()))?;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = open_connection(&path, Some(true))?;
+        rotate_on(&mut conn, keys)
+    })
+    .await?
+}
+
+fn rotate_on(conn: &mut Connection, keys: Arc<Keyring>) -> anyhow::Result<Rotation> {
+    const BATCH: i64 = 256;
     let codec = Codec::new(Some(keys.clone()));
     let mut done = Rotation::default();
 
     let mut after = 0_i64;
     loop {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT rowid, id, content FROM messages WHERE rowid > $1 ORDER BY rowid LIMIT $2",
-        )
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows = all(
+            &tx,
+            "SELECT rowid, id, content FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            params![after, BATCH],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+        )?;
         let Some(last) = rows.last().map(|r| r.0) else { break };
         for (rowid, id, content) in rows {
             if !keys.needs_rotation(&content) {
                 continue;
             }
             let plain = codec.open(&id, content)?;
-            sqlx::query("UPDATE messages SET content = $2 WHERE rowid = $1")
-                .bind(rowid)
-                .bind(keys.seal(&id, &plain))
-                .execute(&mut *tx)
-                .await?;
+            execute(
+                &tx,
+                "UPDATE messages SET content = ?2 WHERE rowid = ?1",
+                params![rowid, keys.seal(&id, &plain)],
+            )?;
             done.messages += 1;
         }
-        tx.commit().await?;
+        tx.commit()?;
         after = last;
     }
 
     let mut after = 0_i64;
     loop {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, payload FROM events WHERE id > $1 AND ref_id IS NOT NULL
-              ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows = all(
+            &tx,
+            "SELECT id, payload FROM events WHERE id > ?1 AND ref_id IS NOT NULL
+              ORDER BY id LIMIT ?2",
+            params![after, BATCH],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
         let Some(last) = rows.last().map(|r| r.0) else { break };
         for (id, payload) in rows {
             if let Some(resealed) = codec.reseal_payload(&payload)? {
-                sqlx::query("UPDATE events SET payload = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(resealed)
-                    .execute(&mut *tx)
-                    .await?;
+                execute(
+                    &tx,
+                    "UPDATE events SET payload = ?2 WHERE id = ?1",
+                    params![id, resealed],
+                )?;
                 done.events += 1;
             }
         }
-        tx.commit().await?;
+        tx.commit()?;
         after = last;
     }
-    conn.close().await?;
     Ok(done)
 }

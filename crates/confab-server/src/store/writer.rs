@@ -239,13 +239,7 @@ async fn run_batch<C: WriteConn>(
             tx.events.truncate(events_before);
         }
         let last = index + 1 == count;
-        let step = match (ok, last) {
-            (true, false) => "RELEASE job; SAVEPOINT job",
-            (false, false) => "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
-            (true, true) => "RELEASE job; COMMIT",
-            (false, true) => "ROLLBACK TO job; RELEASE job; COMMIT",
-        };
-        if let Err(e) = tx.conn.step(step).await {
+        if let Err(e) = tx.conn.step(step_after(ok, last)).await {
             // The transaction is broken: nothing of the batch is kept, and the jobs not yet
             // run are dropped with the drain (their callers get an error).
             tx.conn.abort().await;
@@ -253,4 +247,167 @@ async fn run_batch<C: WriteConn>(
         }
     }
     Ok(())
+}
+
+/// What ends a job's savepoint: kept or rolled back, then the next job's savepoint, or the
+/// commit after the last job.
+fn step_after(ok: bool, last: bool) -> &'static str {
+    match (ok, last) {
+        (true, false) => "RELEASE job; SAVEPOINT job",
+        (false, false) => "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
+        (true, true) => "RELEASE job; COMMIT",
+        (false, true) => "ROLLBACK TO job; RELEASE job; COMMIT",
+    }
+}
+
+/// The SQLite writer: the same group commit on a thread of its own, which owns the write
+/// connection and runs every job's statements synchronously. An async writer would pay two
+/// thread hand-offs per statement (sqlx runs SQLite on a worker thread); here a job costs one
+/// channel send and one answer, whatever the number of its statements.
+pub mod blocking {
+    use super::*;
+    use rusqlite::Connection;
+
+    type Job = Box<dyn FnOnce(&mut Tx<Connection>) -> (bool, Completion) + Send>;
+    type Command = Option<Job>;
+
+    #[derive(Clone)]
+    pub struct Writer {
+        tx: mpsc::Sender<Command>,
+    }
+
+    impl Writer {
+        /// Starts the writer thread on `conn`. The returned receiver resolves when the thread
+        /// has committed its last batch and closed the connection.
+        pub fn spawn(
+            conn: Connection,
+            instance: Arc<str>,
+            codec: Codec,
+            sink: Arc<dyn EventSink>,
+        ) -> anyhow::Result<(Writer, oneshot::Receiver<()>)> {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let (stopped_tx, stopped) = oneshot::channel();
+            // The sink may spawn tasks (the Redis bus): the thread works inside the runtime.
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("confab-sqlite-writer".into())
+                .spawn(move || {
+                    let _runtime = runtime.enter();
+                    run(Tx { conn, instance, codec, events: Vec::new() }, sink, rx);
+                    let _ = stopped_tx.send(());
+                })
+                .context("start the SQLite writer thread")?;
+            Ok((Writer { tx }, stopped))
+        }
+
+        /// Runs `f` inside the writer's transaction and answers after the commit is on disk.
+        /// If `f` fails, its own changes are rolled back and the rest of the batch still
+        /// commits.
+        pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
+        where
+            R: Send + 'static,
+            F: FnOnce(&mut Tx<Connection>) -> StoreResult<R> + Send + 'static,
+        {
+            let (done_tx, done_rx) = oneshot::channel::<StoreResult<R>>();
+            let job: Job = Box::new(move |tx| {
+                let result = f(tx);
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    let answer = match commit {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Backend(anyhow!("commit failed: {e}"))),
+                    };
+                    let _ = done_tx.send(answer);
+                });
+                (ok, completion)
+            });
+            self.tx
+                .send(Some(job))
+                .await
+                .map_err(|_| StoreError::Backend(anyhow!("the database is closed")))?;
+            done_rx
+                .await
+                .map_err(|_| StoreError::Backend(anyhow!("the write was not carried out")))?
+        }
+
+        /// Asks the writer to commit what is queued and close the connection.
+        pub async fn close(&self) {
+            let _ = self.tx.send(None).await;
+        }
+    }
+
+    fn run(mut tx: Tx<Connection>, sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closing = false;
+        while !closing {
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    Some(job) if !closing => batch.push(job),
+                    // After a close, queued jobs are dropped unrun: their callers get an error.
+                    Some(_) => {}
+                    None => closing = true,
+                }
+                next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut completions = Vec::with_capacity(batch.len());
+            let outcome = run_batch(&mut tx, &mut batch, &mut completions);
+            let events = std::mem::take(&mut tx.events);
+            match &outcome {
+                Ok(()) if !events.is_empty() => sink.publish(events),
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = ?e, jobs = completions.len(), "write batch failed")
+                }
+            }
+            let outcome = outcome.map_err(|e| format!("{e:#}"));
+            for done in completions {
+                done(outcome.clone());
+            }
+        }
+        rx.close();
+        if let Err((_, e)) = tx.conn.close() {
+            tracing::warn!(error = ?e, "closing the write connection");
+        }
+        tracing::debug!("database writer stopped");
+    }
+
+    /// Runs the `;`-separated statements of `sql` (prepared once per connection).
+    fn steps(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+        for statement in sql.split("; ") {
+            conn.prepare_cached(statement)?.execute([])?;
+        }
+        Ok(())
+    }
+
+    fn run_batch(
+        tx: &mut Tx<Connection>,
+        batch: &mut Vec<Job>,
+        completions: &mut Vec<Completion>,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = steps(&tx.conn, "BEGIN IMMEDIATE; SAVEPOINT job") {
+            let _ = tx.conn.execute_batch("ROLLBACK");
+            batch.clear();
+            return Err(e).context("begin transaction");
+        }
+        let count = batch.len();
+        for (index, job) in batch.drain(..).enumerate() {
+            let events_before = tx.events.len();
+            let (ok, completion) = job(tx);
+            completions.push(completion);
+            if !ok {
+                tx.events.truncate(events_before);
+            }
+            let last = index + 1 == count;
+            if let Err(e) = steps(&tx.conn, step_after(ok, last)) {
+                let _ = tx.conn.execute_batch("ROLLBACK");
+                return Err(e).context(if last { "commit" } else { "savepoint" });
+            }
+        }
+        Ok(())
+    }
 }
