@@ -46,6 +46,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// How many read connections to keep open.
 const READERS: usize = 4;
+/// How much of the database file each connection maps (address space, not memory).
+const MMAP_BYTES: i64 = 1 << 30;
+/// Page caches: the writer's and each reader's.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
 /// Prepared statements kept per connection: every statement of this file fits.
 const STATEMENT_CACHE: usize = 128;
 
@@ -207,6 +212,13 @@ fn open_connection(path: &Path, synchronous_full: Option<bool>) -> anyhow::Resul
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
+    // Pages come from a shared memory map instead of a copy per read, and the writer keeps
+    // the index pages its inserts land on in a larger cache (both grow only as used).
+    if synchronous_full.is_none() {
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    }
+    let cache_kib = if synchronous_full.is_some() { WRITER_CACHE_KIB } else { READER_CACHE_KIB };
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     if let Some(full) = synchronous_full {
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
