@@ -90,7 +90,9 @@ pub async fn websocket(
         Err(e) => return e.into_response(),
     };
     upgrade
-        .read_buffer_size(4096)
+        // Grown as a frame needs; most client frames are a few hundred bytes, and this
+        // buffer is most of an idle socket's memory.
+        .read_buffer_size(512)
         .write_buffer_size(4096)
         .max_message_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| run(socket, app, user, opened))
@@ -136,7 +138,10 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
-                    if let Some(reply) = handle_client_frame(&app, &user, text.as_str()).await
+                    // Boxed: the state of a send is large, and inlined it would be part
+                    // of every idle connection's task.
+                    if let Some(reply) =
+                        Box::pin(handle_client_frame(&app, &user, text.as_str())).await
                         && !send(&mut sink, Message::Text(reply)).await
                     {
                         return;
