@@ -124,6 +124,8 @@ pub struct Recorder {
     pub start: Instant,
     pub progress: Arc<Progress>,
     pub rounds: Vec<Round>,
+    /// Frames other than benchmark messages (presence, receipts): how busy the sockets are.
+    pub other_frames: AtomicU64,
     latencies: Mutex<Histogram<u64>>,
 }
 
@@ -132,7 +134,13 @@ impl Recorder {
         let rounds = (0..rounds)
             .map(|_| Round { received: AtomicU64::new(0), last_us: AtomicU64::new(0) })
             .collect();
-        Arc::new(Recorder { start, progress, rounds, latencies: Mutex::new(histogram()) })
+        Arc::new(Recorder {
+            start,
+            progress,
+            rounds,
+            other_frames: AtomicU64::new(0),
+            latencies: Mutex::new(histogram()),
+        })
     }
 
     pub fn now_us(&self) -> u64 {
@@ -148,7 +156,10 @@ impl Recorder {
     }
 
     fn on_text(&self, text: &str) {
-        let Some((round, sent_us)) = parse_content(text) else { return };
+        let Some((round, sent_us)) = parse_content(text) else {
+            self.other_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let now = self.now_us();
         record(
             &mut self.latencies.lock().unwrap_or_else(|p| p.into_inner()),

@@ -81,6 +81,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
             ("each p50", "/each_ms/p50"),
             ("each p99 ms", "/each_ms/p99"),
             ("ack p50 ms", "/send_ms/p50"),
+            ("settled s", "/settled_s"),
             ("errors", "/errors"),
         ],
         rows,
@@ -106,6 +107,7 @@ async fn drive(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let listeners = listen_all(sockets, Some(&recorder), &stop_rx);
+    let settled_in = settle(&recorder).await;
     let poster = Poster::new(server, &users[0]);
     let expected = users.len() as u64;
     let (mut last, mut acks) = (histogram(), histogram());
@@ -138,6 +140,7 @@ async fn drive(
     let each = recorder.take();
     Ok(json!({
         "target": server.kind.name(),
+        "settled_s": settled_in.as_secs_f64(),
         "members": users.len(),
         "rounds": args.rounds,
         "complete_rounds": complete,
@@ -147,4 +150,23 @@ async fn drive(
         "each_ms": summary(&each),
         "send_ms": summary(&acks),
     }))
+}
+
+/// Waits until the members' sockets have been quiet for a moment: every member coming online
+/// at once announces its presence to all the others (a million frames for a thousand members),
+/// and the rounds measure one message's fan-out, not that storm. Returns how long it took.
+async fn settle(recorder: &Recorder) -> Duration {
+    const QUIET: Duration = Duration::from_millis(500);
+    const AT_MOST: Duration = Duration::from_secs(60);
+    let started = Instant::now();
+    let mut seen = recorder.other_frames.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < QUIET && started.elapsed() < AT_MOST {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = recorder.other_frames.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+        }
+    }
+    started.elapsed()
 }

@@ -330,13 +330,13 @@ pub mod blocking {
         ) -> anyhow::Result<(Writer, oneshot::Receiver<()>)> {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let (stopped_tx, stopped) = oneshot::channel();
-            // The sink may spawn tasks (the Redis bus): the thread works inside the runtime.
+            let (finished_tx, finished) = mpsc::unbounded_channel();
             let runtime = tokio::runtime::Handle::current();
+            runtime.spawn(deliver(finished, sink));
             std::thread::Builder::new()
                 .name("confab-sqlite-writer".into())
                 .spawn(move || {
-                    let _runtime = runtime.enter();
-                    run(Tx { conn, instance, codec, events: Vec::new() }, sink, rx);
+                    run(Tx { conn, instance, codec, events: Vec::new() }, finished_tx, rx);
                     let _ = stopped_tx.send(());
                 })
                 .context("start the SQLite writer thread")?;
@@ -380,7 +380,33 @@ pub mod blocking {
         }
     }
 
-    fn run(mut tx: Tx<Connection>, sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Command>) {
+    /// A batch whose outcome is known: its events to publish and its callers to answer.
+    struct Finished {
+        outcome: Result<(), String>,
+        events: Vec<Published>,
+        jobs: Vec<Box<dyn Job>>,
+    }
+
+    /// Publishes each finished batch's events, then answers its callers, in commit order. On
+    /// the runtime, not the writer thread: waking a thousand sockets' tasks from a foreign
+    /// thread costs a cross-thread notification each, and meanwhile the writer goes on with
+    /// the next batch.
+    async fn deliver(mut finished: mpsc::UnboundedReceiver<Finished>, sink: Arc<dyn EventSink>) {
+        while let Some(batch) = finished.recv().await {
+            if batch.outcome.is_ok() && !batch.events.is_empty() {
+                sink.publish(batch.events);
+            }
+            for job in batch.jobs {
+                job.finish(batch.outcome.clone());
+            }
+        }
+    }
+
+    fn run(
+        mut tx: Tx<Connection>,
+        finished: mpsc::UnboundedSender<Finished>,
+        mut rx: mpsc::Receiver<Command>,
+    ) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
         while !closing {
@@ -406,18 +432,16 @@ pub mod blocking {
                 }
                 Err(e) => Err(e),
             };
-            let events = std::mem::take(&mut tx.events);
-            match &outcome {
-                Ok(()) if !events.is_empty() => sink.publish(events),
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = ?e, jobs = batch.len(), "write batch failed")
-                }
+            if let Err(e) = &outcome {
+                tracing::error!(error = ?e, jobs = batch.len(), "write batch failed");
             }
-            let outcome = outcome.map_err(|e| format!("{e:#}"));
-            for job in batch.drain(..) {
-                job.finish(outcome.clone());
-            }
+            let done = Finished {
+                outcome: outcome.map_err(|e| format!("{e:#}")),
+                events: std::mem::take(&mut tx.events),
+                jobs: std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)),
+            };
+            // Fails only when the runtime is gone, and with it everyone waiting for an answer.
+            let _ = finished.send(done);
         }
         rx.close();
         if let Err((_, e)) = tx.conn.close() {
