@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use confab_proto::{Event, Ready, Resync};
+use futures_util::StreamExt;
 
 use super::hub::{CloseReason, Hub, Outgoing, SubscribeError, Subscription};
 use crate::service::{ServiceError, ServiceResult};
@@ -168,7 +169,7 @@ impl Feed {
                 reason = &mut self.sub.close => {
                     return Ok(FeedItem::Close(reason.unwrap_or(CloseReason::Shutdown)));
                 }
-                item = self.sub.rx.recv() => match item {
+                item = self.sub.rx.next() => match item {
                     Some(item) => {
                         if let Some(item) = self.take_live(item) {
                             return Ok(item);

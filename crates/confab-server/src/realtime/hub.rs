@@ -65,7 +65,7 @@ struct Conn {
     id: u64,
     /// The token hash of the session that opened it, so revoking the session closes it.
     session: String,
-    tx: mpsc::Sender<Outgoing>,
+    tx: futures_channel::mpsc::Sender<Outgoing>,
     /// Taken when the hub tells the connection to close.
     close: Option<oneshot::Sender<CloseReason>>,
 }
@@ -90,7 +90,7 @@ pub struct Hub {
 
 /// A registered connection. Dropping it unregisters it.
 pub struct Subscription {
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: futures_channel::mpsc::Receiver<Outgoing>,
     pub close: oneshot::Receiver<CloseReason>,
     hub: std::sync::Arc<Hub>,
     user_id: String,
@@ -131,7 +131,10 @@ impl Hub {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(SubscribeError::ShuttingDown);
         }
-        let (tx, rx) = mpsc::channel(self.config.queue);
+        // futures' channel, not tokio's: it allocates per queued item, while tokio's allocates
+        // a block of slots up front, which was a sixth of an idle socket's memory. Its
+        // capacity is the buffer plus one per sender (the hub holds the only one).
+        let (tx, rx) = futures_channel::mpsc::channel(self.config.queue - 1);
         let (close_tx, close) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let came_online = {
@@ -140,6 +143,9 @@ impl Hub {
             if entry.conns.len() >= self.config.max_connections_per_user {
                 return Err(SubscribeError::TooMany);
             }
+            // Most users have one connection: room for exactly that, not the four a first
+            // push would make.
+            entry.conns.reserve_exact(1);
             entry.conns.push(Conn { id, session: session.to_owned(), tx, close: Some(close_tx) });
             entry.generation += 1;
             let came_online = !entry.online;
@@ -277,13 +283,13 @@ fn deliver(entry: &mut UserConns, item: &Outgoing) {
         }
         match conn.tx.try_send(item.clone()) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(e) if e.is_full() => {
                 if let Some(close) = conn.close.take() {
                     let _ = close.send(CloseReason::Lagging);
                 }
             }
             // The connection is going away; its Subscription's drop will unregister it.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(_) => {}
         }
     }
 }

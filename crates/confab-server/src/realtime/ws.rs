@@ -92,7 +92,7 @@ pub async fn websocket(
     upgrade
         // Grown as a frame needs; most client frames are a few hundred bytes, and this
         // buffer is most of an idle socket's memory.
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(4096)
         .max_message_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| run(socket, app, user, opened))
