@@ -24,7 +24,7 @@ use confab_proto::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::codec::Codec;
 use super::rows::{
@@ -75,19 +75,37 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
 }
 
-/// Read-only connections, each lent to one blocking task at a time.
+/// Read-only connections, each lent to one reader at a time; a permit stands for an idle one.
 struct Readers {
     idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
-/// A borrowed read connection; it goes back to the pool when dropped, even after a panic.
-struct Lent<'a> {
+impl Readers {
+    /// An idle connection, for the holder of `permit`.
+    fn lend(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> StoreResult<Lent> {
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = conn.ok_or_else(|| StoreError::Backend(anyhow!("the database is closed")))?;
+        Ok(Lent { conn: Some(conn), readers: self.clone(), _permit: permit })
+    }
+}
+
+/// A borrowed read connection. It goes back to the pool when dropped (even after a panic), and
+/// only then is its permit released: the permit travels with the connection, so a read whose
+/// caller has gone away still holds both until it ends.
+struct Lent {
     conn: Option<Connection>,
-    readers: &'a Readers,
+    readers: Arc<Readers>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for Lent<'_> {
+impl Lent {
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("lent until dropped")
+    }
+}
+
+impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.readers.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
@@ -127,8 +145,9 @@ impl SqliteStore {
         .await??;
         let instance: Arc<str> = instance.into();
         let codec = Codec::new(keys);
-        let checkpointer = Checkpointer::spawn(path)?;
         let (writer, stopped) = Writer::spawn(write_conn, instance.clone(), codec.clone(), sink)?;
+        // Started last: if it fails, dropping the writer ends the writer thread.
+        let checkpointer = Checkpointer::spawn(path)?;
         Ok(SqliteStore {
             instance,
             codec,
@@ -137,7 +156,7 @@ impl SqliteStore {
             checkpointer,
             readers: Arc::new(Readers {
                 idle: Mutex::new(readers),
-                permits: Semaphore::new(READERS),
+                permits: Arc::new(Semaphore::new(READERS)),
             }),
         })
     }
@@ -162,13 +181,11 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection, &Codec) -> StoreResult<R> + Send + 'static,
     {
-        let Ok(_permit) = self.readers.permits.try_acquire() else { return self.read(f).await };
-        let conn = self.readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let Some(conn) = conn else {
-            return Err(StoreError::Backend(anyhow!("the database is closed")));
+        let Ok(permit) = self.readers.permits.clone().try_acquire_owned() else {
+            return self.read(f).await;
         };
-        let lent = Lent { conn: Some(conn), readers: &self.readers };
-        f(lent.conn.as_ref().expect("lent until dropped"), &self.codec)
+        let lent = self.readers.lend(permit)?;
+        f(lent.conn(), &self.codec)
     }
 
     /// Runs `f` on a read connection in a blocking thread.
@@ -177,14 +194,13 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection, &Codec) -> StoreResult<R> + Send + 'static,
     {
-        let closed = || StoreError::Backend(anyhow!("the database is closed"));
-        let _permit = self.readers.permits.acquire().await.map_err(|_| closed())?;
+        let permit = self.readers.permits.clone().acquire_owned().await;
+        let permit = permit.map_err(|_| StoreError::Backend(anyhow!("the database is closed")))?;
         let readers = self.readers.clone();
         let codec = self.codec.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let lent = Lent { conn: Some(conn.ok_or_else(closed)?), readers: &readers };
-            f(lent.conn.as_ref().expect("lent until dropped"), &codec)
+            let lent = readers.lend(permit)?;
+            f(lent.conn(), &codec)
         })
         .await
         .map_err(|e| StoreError::Backend(anyhow!("read task failed: {e}")))?

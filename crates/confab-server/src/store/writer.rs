@@ -321,7 +321,8 @@ pub mod blocking {
 
     impl Writer {
         /// Starts the writer thread on `conn`. The returned receiver resolves when the thread
-        /// has committed its last batch and closed the connection.
+        /// has committed its last batch and closed the connection, and every caller has been
+        /// answered.
         pub fn spawn(
             conn: Connection,
             instance: Arc<str>,
@@ -331,15 +332,17 @@ pub mod blocking {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let (stopped_tx, stopped) = oneshot::channel();
             let (finished_tx, finished) = mpsc::unbounded_channel();
-            let runtime = tokio::runtime::Handle::current();
-            runtime.spawn(deliver(finished, sink));
             std::thread::Builder::new()
                 .name("confab-sqlite-writer".into())
                 .spawn(move || {
                     run(Tx { conn, instance, codec, events: Vec::new() }, finished_tx, rx);
-                    let _ = stopped_tx.send(());
                 })
                 .context("start the SQLite writer thread")?;
+            tokio::spawn(async move {
+                deliver(finished, sink).await;
+                // The thread has closed the connection, and every answer has been given.
+                let _ = stopped_tx.send(());
+            });
             Ok((Writer { tx }, stopped))
         }
 
@@ -459,11 +462,17 @@ pub mod blocking {
     }
 
     /// Runs the batch in one transaction and commits it; `Ok(false)`, with everything rolled
-    /// back, when a job failed.
+    /// back, when a job failed after changing something.
     fn run_batch(tx: &mut Tx<Connection>, batch: &mut [Box<dyn Job>]) -> anyhow::Result<bool> {
         steps(&tx.conn, "BEGIN IMMEDIATE").context("begin transaction")?;
         for job in batch.iter_mut() {
+            let before = (tx.conn.total_changes(), tx.events.len());
             if !job.run(tx) {
+                // Most failures (not found, a taken name) change nothing: the batch goes on.
+                // A failed statement's own changes are undone and not counted.
+                if (tx.conn.total_changes(), tx.events.len()) == before {
+                    continue;
+                }
                 steps(&tx.conn, "ROLLBACK").context("roll back")?;
                 return Ok(false);
             }
@@ -517,21 +526,61 @@ mod tests {
         fn publish(&self, _: Vec<Published>) {}
     }
 
-    /// A write that inserts `n`, counting its runs, and then fails if told to.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Outcome {
+        Commits,
+        /// Inserts, then fails.
+        FailsAfterWriting,
+        /// Fails before writing anything.
+        FailsAtOnce,
+    }
+
+    /// A write that inserts `n` (unless it fails at once), counting its runs.
     fn insert(
         n: i64,
-        fail: bool,
+        outcome: Outcome,
         runs: Arc<AtomicUsize>,
     ) -> impl FnMut(&mut Tx<Connection>) -> StoreResult<()> + Send + 'static {
         move |tx| {
             runs.fetch_add(1, Ordering::SeqCst);
+            if outcome == Outcome::FailsAtOnce {
+                return Err(StoreError::NotFound);
+            }
             tx.conn.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(anyhow::Error::from)?;
-            if fail { Err(StoreError::Conflict("refused")) } else { Ok(()) }
+            match outcome {
+                Outcome::FailsAfterWriting => Err(StoreError::Conflict("refused")),
+                _ => Ok(()),
+            }
         }
+    }
+
+    struct BatchRun {
+        answers: Vec<StoreResult<()>>,
+        runs: Vec<usize>,
+        stored: Vec<i64>,
     }
 
     #[tokio::test]
     async fn a_failed_write_is_undone_and_the_rest_of_its_batch_commits() {
+        let run = batch_of_three(Outcome::FailsAfterWriting).await;
+        assert!(run.answers[0].is_ok() && run.answers[2].is_ok(), "{:?}", run.answers);
+        assert!(matches!(run.answers[1], Err(StoreError::Conflict("refused"))));
+        // The batch ran without savepoints until the failure, then again with them.
+        assert_eq!(run.runs, [2, 2, 1]);
+        assert_eq!(run.stored, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_before_changing_anything_does_not_rerun_its_batch() {
+        let run = batch_of_three(Outcome::FailsAtOnce).await;
+        assert!(run.answers[0].is_ok() && run.answers[2].is_ok(), "{:?}", run.answers);
+        assert!(matches!(run.answers[1], Err(StoreError::NotFound)));
+        assert_eq!(run.runs, [1, 1, 1]);
+        assert_eq!(run.stored, [1, 3]);
+    }
+
+    /// Writes 1, 2 and 3 in one batch, the second with `middle`'s outcome.
+    async fn batch_of_three(middle: Outcome) -> BatchRun {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("writer.db");
         let conn = Connection::open(&path).expect("open");
@@ -558,9 +607,9 @@ mod tests {
         tokio::task::spawn_blocking(move || started.recv()).await.expect("join").expect("started");
         let runs: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
         let mut writes = Vec::new();
-        for (n, fail) in [(1, false), (2, true), (3, false)] {
+        for (n, outcome) in [(1, Outcome::Commits), (2, middle), (3, Outcome::Commits)] {
             let (queued, runs) = (writer.clone(), runs[n as usize - 1].clone());
-            writes.push(tokio::spawn(async move { queued.write(insert(n, fail, runs)).await }));
+            writes.push(tokio::spawn(async move { queued.write(insert(n, outcome, runs)).await }));
             while writer.queued() < n as usize {
                 tokio::task::yield_now().await;
             }
@@ -571,21 +620,15 @@ mod tests {
         for w in writes {
             answers.push(w.await.expect("join"));
         }
-
-        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
-        assert!(matches!(answers[1], Err(StoreError::Conflict("refused"))), "{answers:?}");
-        // The batch ran without savepoints until the failure, then again with them.
-        let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
-        assert_eq!(counts, [2, 2, 1]);
         writer.close().await;
         stopped.await.expect("stopped");
         let conn = Connection::open(&path).expect("open");
         let mut stmt = conn.prepare("SELECT n FROM t ORDER BY n").expect("prepare");
-        let stored: Vec<i64> = stmt
+        let stored = stmt
             .query_map([], |r| r.get(0))
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(stored, [1, 3]);
+        BatchRun { answers, runs: runs.iter().map(|r| r.load(Ordering::SeqCst)).collect(), stored }
     }
 }
