@@ -29,7 +29,7 @@ use super::codec::{Codec, replace_message_copies};
 use super::rows::{
     Audience, CONVERSATION_ROW, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
     PARTICIPANT_SELECT, ParticipantRow, UserRow, View, assemble_conversations, frame_text,
-    open_row, parse_kind, parse_role,
+    open_row, parse_kind, parse_role, stored_message,
 };
 use super::writer::{BoxFuture, EventSink, Tx, WriteConn, Writer};
 use super::{
@@ -1004,18 +1004,7 @@ impl Store for PgStore {
                         }
                     }
                     let seq = seq.ok_or(StoreError::NotFound)?;
-                    let message = Message::from(MessageRow {
-                        id: msg.id.clone(),
-                        conversation_id: msg.conversation_id.clone(),
-                        sender_id: msg.sender_id.clone(),
-                        content: msg.content.clone(),
-                        created_at: msg.created_at_ms,
-                        seq,
-                        client_id: msg.client_id.clone(),
-                        reply_to: msg.reply_to.clone(),
-                        edited_at: None,
-                        deleted: false,
-                    });
+                    let message = stored_message(&msg, seq);
                     let event = Event::NewMessage(message.clone());
                     emit(tx, &msg.conversation_id, &event, Some(&message.id), Audience::Members)
                         .await?;

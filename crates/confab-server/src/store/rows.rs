@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use confab_proto::{Conversation, ConversationType, Message, Participant, Role, User};
 use sqlx::FromRow;
 
-use super::StoreResult;
 use super::codec::Codec;
+use super::{NewMessage, StoreResult};
 use crate::time::from_ms;
 
 #[derive(FromRow)]
@@ -52,6 +52,22 @@ impl From<MessageRow> for Message {
             deleted: r.deleted,
         }
     }
+}
+
+/// The message `msg` became when stored with `seq` (as the store returns and announces it).
+pub fn stored_message(msg: &NewMessage, seq: i64) -> Message {
+    Message::from(MessageRow {
+        id: msg.id.clone(),
+        conversation_id: msg.conversation_id.clone(),
+        sender_id: msg.sender_id.clone(),
+        content: msg.content.clone(),
+        created_at: msg.created_at_ms,
+        seq,
+        client_id: msg.client_id.clone(),
+        reply_to: msg.reply_to.clone(),
+        edited_at: None,
+        deleted: false,
+    })
 }
 
 pub const MESSAGE_COLUMNS: &str = "id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to, edited_at, deleted";

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use super::codec::Codec;
 use super::rows::{
     Audience, CONVERSATION_ROW, CONVERSATION_SELECT, ConversationRow, MESSAGE_COLUMNS, MessageRow,
     PARTICIPANT_SELECT, ParticipantRow, UserRow, View, assemble_conversations, frame_text,
-    open_row, parse_kind, parse_role,
+    open_row, parse_kind, parse_role, stored_message,
 };
 use super::writer::blocking::Writer;
 use super::writer::{EventSink, Published, Tx};
@@ -259,7 +260,7 @@ fn open_connection(path: &Path, synchronous_full: Option<bool>) -> anyhow::Resul
 /// (SQLite's default) checkpoints were an eighth of the writer's time and its slowest
 /// commits. A PASSIVE checkpoint never blocks the writer or the readers.
 struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
@@ -268,14 +269,14 @@ impl Checkpointer {
         let conn = open_connection(path, Some(true))?;
         // Only this thread's explicit checkpoints, not one in each of its (no) commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (stopped_tx, stopped) = oneshot::channel();
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("confab-sqlite-checkpoint".into())
             .spawn(move || {
                 let mut warned = false;
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
                     let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                     if let Err(e) = done
@@ -292,7 +293,7 @@ impl Checkpointer {
     }
 
     async fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(stopped) = self.stopped.lock().await.take() {
             let _ = stopped.await;
         }
@@ -430,6 +431,16 @@ fn first<T, P: rusqlite::Params>(
     Ok(conn.prepare_cached(sql)?.query_row(params, f).optional()?)
 }
 
+/// The one row of `sql` with `params` (an error if there is none), mapped by `f`.
+fn one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&Row) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
+    Ok(conn.prepare_cached(sql)?.query_row(params, f)?)
+}
+
 /// How many rows `sql` changed.
 fn execute<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> StoreResult<usize> {
     Ok(conn.prepare_cached(sql)?.execute(params)?)
@@ -548,16 +559,13 @@ fn emit(
         Audience::Only(user) => Some(user),
         _ => None,
     };
-    let id: i64 = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )?
-        .query_row(
-            params![conversation_id, frame.kind, ref_id, only, stored, crate::time::now_ms()],
-            |r| r.get(0),
-        )?;
+    let id: i64 = one(
+        &tx.conn,
+        "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        params![conversation_id, frame.kind, ref_id, only, stored, crate::time::now_ms()],
+        |r| r.get(0),
+    )?;
     let mut recipients = match audience {
         Audience::Only(user) => vec![user.to_owned()],
         Audience::Members | Audience::MembersAnd(_) => all(
@@ -1158,18 +1166,7 @@ impl Store for SqliteStore {
                     }
                 }
                 let seq = seq.ok_or(StoreError::NotFound)?;
-                let message = Message::from(MessageRow {
-                    id: msg.id.clone(),
-                    conversation_id: msg.conversation_id.clone(),
-                    sender_id: msg.sender_id.clone(),
-                    content: msg.content.clone(),
-                    created_at: msg.created_at_ms,
-                    seq,
-                    client_id: msg.client_id.clone(),
-                    reply_to: msg.reply_to.clone(),
-                    edited_at: None,
-                    deleted: false,
-                });
+                let message = stored_message(&msg, seq);
                 let event = Event::NewMessage(message.clone());
                 emit(tx, &message.conversation_id, &event, Some(&message.id), Audience::Members)?;
                 Ok(Upserted { value: message, created: true })
@@ -1318,12 +1315,13 @@ impl Store for SqliteStore {
     async fn event_bounds(&self) -> StoreResult<EventBounds> {
         let (floor, head): (i64, i64) = self
             .read(|conn, _| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT (SELECT floor FROM event_log WHERE id = 1),
-                                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-                    )?
-                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+                one(
+                    conn,
+                    "SELECT (SELECT floor FROM event_log WHERE id = 1),
+                            COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
             })
             .await?;
         Ok(EventBounds { instance: self.instance.clone(), floor, head })
@@ -1375,17 +1373,18 @@ impl Store for SqliteStore {
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
         let user = user_id.to_owned();
         self.read(move |conn, _| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
+            one(
+                conn,
+                "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
                        JOIN events e ON e.conversation_id = s.conversation_id
                       WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
                         AND e.id > ?2 AND e.id >= s.from_event
                         AND (s.to_event IS NULL OR e.id <= s.to_event)
                         AND (e.audience IS NULL OR e.audience = ?1)
                       LIMIT ?3)",
-                )?
-                .query_row(params![user, after, cap], |r| r.get(0))?)
+                params![user, after, cap],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -1393,10 +1392,12 @@ impl Store for SqliteStore {
     async fn prune_events(&self, before_ms: i64) -> StoreResult<u64> {
         self.writer
             .write(move |tx| {
-                let newest: Option<i64> = tx
-                    .conn
-                    .prepare_cached("SELECT MAX(id) FROM events WHERE created_at < ?1")?
-                    .query_row([before_ms], |r| r.get(0))?;
+                let newest: Option<i64> = one(
+                    &tx.conn,
+                    "SELECT MAX(id) FROM events WHERE created_at < ?1",
+                    [before_ms],
+                    |r| r.get(0),
+                )?;
                 let Some(newest) = newest else { return Ok(0) };
                 let done = execute(&tx.conn, "DELETE FROM events WHERE id <= ?1", [newest])?;
                 execute(
@@ -1476,10 +1477,7 @@ impl SqliteStore {
                 let before: Option<i64> =
                     first(&tx.conn, before_sql, params![conv, user], |r| r.get(0))?;
                 let before = before.ok_or(StoreError::NotFound)?;
-                let after: i64 = tx
-                    .conn
-                    .prepare_cached(update_sql)?
-                    .query_row(params![conv, user, seq], |r| r.get(0))?;
+                let after: i64 = one(&tx.conn, update_sql, params![conv, user, seq], |r| r.get(0))?;
                 if after > before {
                     let receipt = Receipt {
                         conversation_id: conv.clone(),
@@ -1488,12 +1486,12 @@ impl SqliteStore {
                     };
                     let (event, audience) = match which {
                         Watermark::Read => {
-                            let shares: bool = tx
-                                .conn
-                                .prepare_cached(
-                                    "SELECT share_read_receipts FROM users WHERE id = ?1",
-                                )?
-                                .query_row([&user], |r| r.get(0))?;
+                            let shares: bool = one(
+                                &tx.conn,
+                                "SELECT share_read_receipts FROM users WHERE id = ?1",
+                                [&user],
+                                |r| r.get(0),
+                            )?;
                             let audience =
                                 if shares { Audience::Members } else { Audience::Only(&user) };
                             (Event::Read(receipt), audience)
