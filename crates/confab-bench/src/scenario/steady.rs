@@ -151,35 +151,52 @@ async fn drive(server: &Server, world: &World, args: &SteadyArgs) -> anyhow::Res
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let _ = recorder.take();
         let t0 = Instant::now();
-        for k in 0..total {
-            let at = t0 + interval.mul_f64(k as f64);
-            tokio::time::sleep_until(at.into()).await;
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let pair = (k % posters.len() as u64) as usize;
-            let poster = posters[pair].clone();
-            let conversation = world.conversations[pair].clone();
-            let (acks, lag, progress) = (acks.clone(), lag.clone(), progress.clone());
-            let at_us = (at - start).as_micros() as u64;
-            tokio::spawn(async move {
-                let began = Instant::now();
-                Progress::add(&progress.sent, 1);
-                let sent =
-                    poster.post(&conversation, content(0, at_us), format!("s{step}-{k}")).await;
-                let done = Instant::now();
-                match sent {
-                    Ok(()) => {
-                        record(&mut *acks.lock().await, (done - at).as_micros() as u64);
-                        Progress::add(&progress.acked, 1);
-                    }
-                    Err(_) => Progress::add(&progress.errors, 1),
+        // The schedule runs on a thread of its own, which sleeps on the kernel's
+        // high-resolution timers: the runtime's timer wheel ticks by the millisecond and
+        // released sends in bursts up to a millisecond late, which every latency then carried.
+        let runtime = tokio::runtime::Handle::current();
+        let conversations = world.conversations.clone();
+        let pacer_posters = posters.clone();
+        let (acks_for, lag_for, progress_for, permits_for) =
+            (acks.clone(), lag.clone(), progress.clone(), permits.clone());
+        let pacer = std::thread::spawn(move || {
+            for k in 0..total {
+                let at = t0 + interval.mul_f64(k as f64);
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
                 }
-                record(
-                    &mut *lag.lock().await,
-                    began.saturating_duration_since(at).as_micros() as u64,
-                );
-                drop(permit);
-            });
-        }
+                let pair = (k % pacer_posters.len() as u64) as usize;
+                let poster = pacer_posters[pair].clone();
+                let conversation = conversations[pair].clone();
+                let (acks, lag, progress, permits) =
+                    (acks_for.clone(), lag_for.clone(), progress_for.clone(), permits_for.clone());
+                let at_us = (at - start).as_micros() as u64;
+                runtime.spawn(async move {
+                    let permit = permits.acquire_owned().await.expect("never closed");
+                    let began = Instant::now();
+                    Progress::add(&progress.sent, 1);
+                    let sent =
+                        poster.post(&conversation, content(0, at_us), format!("s{step}-{k}")).await;
+                    let done = Instant::now();
+                    match sent {
+                        Ok(()) => {
+                            record(&mut *acks.lock().await, (done - at).as_micros() as u64);
+                            Progress::add(&progress.acked, 1);
+                        }
+                        Err(_) => Progress::add(&progress.errors, 1),
+                    }
+                    record(
+                        &mut *lag.lock().await,
+                        began.saturating_duration_since(at).as_micros() as u64,
+                    );
+                    drop(permit);
+                });
+            }
+        });
+        tokio::task::spawn_blocking(move || pacer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the send schedule's thread panicked"))?;
         // Every send answered, then every delivery in.
         let _all = permits.acquire_many(MAX_IN_FLIGHT as u32).await.expect("never closed");
         let elapsed = t0.elapsed().as_secs_f64();
