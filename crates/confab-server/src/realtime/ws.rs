@@ -109,8 +109,11 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
     if !send(&mut sink, Message::Text(opened.first)).await {
         return;
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await; // the first tick is immediate
+    // The first ping after a random part of the period: sockets opened together (every client
+    // of a restarted server) would otherwise ping together ever after, in bursts that delay
+    // everything else the server does at that moment.
+    let first = PING_EVERY.mul_f64(rand::random_range(0.5..1.5));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first, PING_EVERY);
     let mut last_heard = Instant::now();
     let close = loop {
         tokio::select! {
