@@ -172,8 +172,10 @@ async fn drive(server: &Server, world: &World, args: &SteadyArgs) -> anyhow::Res
                 let (acks, lag, progress, permits) =
                     (acks_for.clone(), lag_for.clone(), progress_for.clone(), permits_for.clone());
                 let at_us = (at - start).as_micros() as u64;
+                // Taken here, before the task exists, so that the wait for every permit below
+                // cannot overtake a send that is scheduled but not yet running.
+                let permit = runtime.block_on(permits.acquire_owned()).expect("never closed");
                 runtime.spawn(async move {
-                    let permit = permits.acquire_owned().await.expect("never closed");
                     let began = Instant::now();
                     Progress::add(&progress.sent, 1);
                     let sent =
