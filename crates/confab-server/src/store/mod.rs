@@ -104,12 +104,10 @@ pub struct NewParticipant {
 }
 
 /// The caller's own membership row: what the access gate needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Membership {
     pub kind: ConversationType,
     pub role: Role,
-    pub last_read_seq: i64,
-    pub last_seq: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -754,8 +754,8 @@ impl Store for PgStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Membership>> {
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT c.type, p.role, p.last_read_seq, c.last_seq
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT c.type, p.role
                FROM participants p JOIN conversations c ON c.id = p.conversation_id
               WHERE p.conversation_id = $1 AND p.user_id = $2",
         )
@@ -763,12 +763,7 @@ impl Store for PgStore {
         .bind(user_id)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|(kind, role, last_read_seq, last_seq)| Membership {
-            kind: parse_kind(&kind),
-            role: parse_role(&role),
-            last_read_seq,
-            last_seq,
-        }))
+        Ok(row.map(|(kind, role)| Membership { kind: parse_kind(&kind), role: parse_role(&role) }))
     }
 
     async fn conversation_for(

@@ -11,6 +11,7 @@
 //! the column lists shared with the PostgreSQL store are written with `$1` and translated by
 //! [`positional`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +75,73 @@ pub struct SqliteStore {
     writer_stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
     checkpointer: Checkpointer,
     readers: Arc<Readers>,
+    members: Arc<MemberCache>,
+}
+
+/// Most (conversation, member) answers [`MemberCache`] keeps; past it, it starts over.
+const MEMBER_CACHE_ENTRIES: usize = 100_000;
+
+/// The access check's answers, in memory: every request about a conversation asks whether
+/// the caller is a member, and reading it was a fifth of a send's time on the async threads.
+///
+/// Only "member" answers are kept, and only the removal of a participant can make one wrong
+/// (gone, or promoted to admin). `delete_participant` drops the conversation's answers inside
+/// its transaction and again once the commit is visible. A lookup keeps what it read only if
+/// no drop happened since it began (the generation), so an answer read from the state before a
+/// removal cannot outlive it. SQLite serves one node, whose writer makes every change of
+/// membership: nothing changes it behind this cache. (The PostgreSQL store, shared by nodes,
+/// reads every time.)
+#[derive(Default)]
+struct MemberCache {
+    inner: Mutex<MemberEntries>,
+}
+
+#[derive(Default)]
+struct MemberEntries {
+    generation: u64,
+    count: usize,
+    /// Conversation id → member id → the answer.
+    by_conversation: HashMap<String, HashMap<String, Membership>>,
+}
+
+impl MemberCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, MemberEntries> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept answer, or the generation a lookup starts from.
+    fn get(&self, conversation_id: &str, user_id: &str) -> Result<Membership, u64> {
+        let entries = self.entries();
+        match entries.by_conversation.get(conversation_id).and_then(|m| m.get(user_id)) {
+            Some(member) => Ok(*member),
+            None => Err(entries.generation),
+        }
+    }
+
+    /// Keeps an answer read since `generation`, unless a drop happened in between.
+    fn keep(&self, generation: u64, conversation_id: &str, user_id: &str, member: Membership) {
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.count >= MEMBER_CACHE_ENTRIES {
+            entries.by_conversation.clear();
+            entries.count = 0;
+        }
+        let members = entries.by_conversation.entry(conversation_id.to_owned()).or_default();
+        if members.insert(user_id.to_owned(), member).is_none() {
+            entries.count += 1;
+        }
+    }
+
+    /// Drops the answers about one conversation.
+    fn forget(&self, conversation_id: &str) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        if let Some(members) = entries.by_conversation.remove(conversation_id) {
+            entries.count -= members.len();
+        }
+    }
 }
 
 /// Read-only connections, each lent to one reader at a time; a permit stands for an idle one.
@@ -159,6 +227,7 @@ impl SqliteStore {
                 idle: Mutex::new(readers),
                 permits: Arc::new(Semaphore::new(READERS)),
             }),
+            members: Arc::default(),
         })
     }
 
@@ -932,25 +1001,32 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<Membership>> {
+        let generation = match self.members.get(conversation_id, user_id) {
+            Ok(member) => return Ok(Some(member)),
+            Err(generation) => generation,
+        };
         let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
-        self.read_now(move |conn, _| {
-            first(
-                conn,
-                "SELECT c.type, p.role, p.last_read_seq, c.last_seq
-                   FROM participants p JOIN conversations c ON c.id = p.conversation_id
-                  WHERE p.conversation_id = ?1 AND p.user_id = ?2",
-                params![conv, user],
-                |r| {
-                    Ok(Membership {
-                        kind: parse_kind(&r.get::<_, String>(0)?),
-                        role: parse_role(&r.get::<_, String>(1)?),
-                        last_read_seq: r.get(2)?,
-                        last_seq: r.get(3)?,
-                    })
-                },
-            )
-        })
-        .await
+        let found = self
+            .read_now(move |conn, _| {
+                first(
+                    conn,
+                    "SELECT c.type, p.role
+                       FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                      WHERE p.conversation_id = ?1 AND p.user_id = ?2",
+                    params![conv, user],
+                    |r| {
+                        Ok(Membership {
+                            kind: parse_kind(&r.get::<_, String>(0)?),
+                            role: parse_role(&r.get::<_, String>(1)?),
+                        })
+                    },
+                )
+            })
+            .await?;
+        if let Some(member) = found {
+            self.members.keep(generation, conversation_id, user_id, member);
+        }
+        Ok(found)
     }
 
     async fn conversation_for(
@@ -1060,8 +1136,13 @@ impl Store for SqliteStore {
     ) -> StoreResult<Removal> {
         let (conv, user, actor) =
             (conversation_id.to_owned(), user_id.to_owned(), actor.to_owned());
-        self.writer
+        let members = self.members.clone();
+        let removed = self
+            .writer
             .write(move |tx| {
+                // Before the commit (no lookup that starts now keeps what it reads) and again
+                // after it (see `MemberCache`).
+                members.forget(&conv);
                 let username: Option<String> = first(
                     &tx.conn,
                     "SELECT u.username FROM participants p JOIN users u ON u.id = p.user_id
@@ -1121,7 +1202,9 @@ impl Store for SqliteStore {
                 )?;
                 Ok(Removal { promoted })
             })
-            .await
+            .await;
+        self.members.forget(conversation_id);
+        removed
     }
 
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>> {
@@ -1130,13 +1213,16 @@ impl Store for SqliteStore {
                 // `seq` is the conversation's `last_seq + 1`; the trigger of migration 0003
                 // stores it back and moves the sender's read watermark. The writer is the only
                 // one inserting, so seq is gapless. A repeated client_id inserts nothing (the
-                // unique index), and then the first message is the answer.
+                // unique index), and then the first message is the answer. The sender must be
+                // a member when the row is written, not only when the request was let in.
                 let seq: Option<i64> = first(
                     &tx.conn,
                     "INSERT INTO messages
                         (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
                      SELECT ?1, ?2, ?3, ?4, ?5, last_seq + 1, ?6, ?7
-                       FROM conversations WHERE id = ?2
+                       FROM conversations
+                      WHERE id = ?2 AND EXISTS (SELECT 1 FROM participants
+                                                 WHERE conversation_id = ?2 AND user_id = ?3)
                      ON CONFLICT (conversation_id, sender_id, client_id)
                         WHERE client_id IS NOT NULL DO NOTHING
                      RETURNING seq",
@@ -1585,4 +1671,39 @@ fn rotate_on(conn: &mut Connection, keys: Arc<Keyring>) -> anyhow::Result<Rotati
         after = last;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use confab_proto::{ConversationType, Role};
+
+    use super::{MemberCache, Membership};
+
+    const MEMBER: Membership = Membership { kind: ConversationType::Group, role: Role::Member };
+
+    #[test]
+    fn an_answer_read_before_a_removal_is_not_kept() {
+        let cache = MemberCache::default();
+        let Err(generation) = cache.get("c", "bob") else { panic!("nothing kept yet") };
+        // Bob is removed while his lookup reads the old state.
+        cache.forget("c");
+        cache.keep(generation, "c", "bob", MEMBER);
+        assert!(cache.get("c", "bob").is_err());
+    }
+
+    #[test]
+    fn a_removal_drops_the_answers_about_its_conversation_only() {
+        let cache = MemberCache::default();
+        for (conversation, user) in [("c", "bob"), ("c", "carol"), ("d", "bob")] {
+            let Err(generation) = cache.get(conversation, user) else { panic!("not kept yet") };
+            cache.keep(generation, conversation, user, MEMBER);
+        }
+        assert_eq!(cache.get("c", "bob"), Ok(MEMBER));
+
+        cache.forget("c");
+
+        assert!(cache.get("c", "bob").is_err() && cache.get("c", "carol").is_err());
+        assert_eq!(cache.get("d", "bob"), Ok(MEMBER));
+        assert_eq!(cache.entries().count, 1);
+    }
 }

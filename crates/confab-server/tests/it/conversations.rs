@@ -384,3 +384,41 @@ async fn when_the_last_admin_leaves_the_longest_standing_member_becomes_admin() 
     let grown = bob.add_participants(&group.id, &[dave.id()]).await.unwrap();
     assert_eq!(grown.participants.len(), 3);
 }
+
+#[tokio::test]
+async fn a_member_let_in_a_moment_ago_is_refused_once_removed() {
+    let server = TestServer::spawn().await;
+    let [alice, bob, carol] = server.users(["alice", "bob", "carol"]).await;
+    let group = alice.create_group("Club", &[bob.id(), carol.id()]).await.unwrap();
+    // Bob's access was checked (and may be remembered) just before his removal.
+    bob.send_text(&group.id, "still here").await.unwrap();
+    bob.get_conversation(&group.id).await.unwrap();
+    bob.list_messages(&group.id, &MessageQuery::default()).await.unwrap();
+    bob.set_typing(&group.id, true).await.unwrap();
+
+    alice.remove_participant(&group.id, bob.id()).await.unwrap();
+
+    assert_api_error(&bob.set_typing(&group.id, true).await.unwrap_err(), 404, "not_found");
+
+    assert_api_error(&bob.send_text(&group.id, "and now?").await.unwrap_err(), 404, "not_found");
+    assert_api_error(&bob.get_conversation(&group.id).await.unwrap_err(), 404, "not_found");
+    let history = bob.list_messages(&group.id, &MessageQuery::default()).await;
+    assert_api_error(&history.unwrap_err(), 404, "not_found");
+    let history = alice.list_messages(&group.id, &MessageQuery::default()).await.unwrap();
+    let contents: Vec<&str> = history.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["still here"]);
+}
+
+#[tokio::test]
+async fn a_member_refused_as_a_non_admin_may_act_as_admin_once_promoted() {
+    let server = TestServer::spawn().await;
+    let [alice, bob, carol] = server.users(["alice", "bob", "carol"]).await;
+    let group = alice.create_group("Club", &[bob.id()]).await.unwrap();
+    let refused = bob.add_participants(&group.id, &[carol.id()]).await.unwrap_err();
+    assert_api_error(&refused, 403, "forbidden");
+
+    alice.leave_conversation(&group.id).await.unwrap();
+
+    let grown = bob.add_participants(&group.id, &[carol.id()]).await.unwrap();
+    assert_eq!(member_ids(&grown), sorted(&[bob.id(), carol.id()]));
+}
