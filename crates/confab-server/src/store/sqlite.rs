@@ -85,12 +85,14 @@ const MEMBER_CACHE_ENTRIES: usize = 100_000;
 /// the caller is a member, and reading it was a fifth of a send's time on the async threads.
 ///
 /// Only "member" answers are kept, and only the removal of a participant can make one wrong
-/// (gone, or promoted to admin). `delete_participant` drops the conversation's answers inside
-/// its transaction and again once the commit is visible. A lookup keeps what it read only if
-/// no drop happened since it began (the generation), so an answer read from the state before a
-/// removal cannot outlive it. SQLite serves one node, whose writer makes every change of
-/// membership: nothing changes it behind this cache. (The PostgreSQL store, shared by nodes,
-/// reads every time.)
+/// (gone, or promoted to admin). A removal marks its conversation before its write is queued
+/// and unmarks it once the commit is visible; both drop the conversation's answers. While it
+/// is marked nothing is kept about it, and a lookup keeps what it read only if no mark or
+/// unmark happened since it began (the generation), so an answer read from the state before a
+/// removal cannot outlive it. A removal whose caller went away before the commit leaves its
+/// conversation marked: slower from then on, never wrong. SQLite serves one node, whose writer
+/// makes every change of membership: nothing changes it behind this cache. (The PostgreSQL
+/// store, shared by nodes, reads every time.)
 #[derive(Default)]
 struct MemberCache {
     inner: Mutex<MemberEntries>,
@@ -102,6 +104,17 @@ struct MemberEntries {
     count: usize,
     /// Conversation id → member id → the answer.
     by_conversation: HashMap<String, HashMap<String, Membership>>,
+    /// Conversations with removals under way, and how many.
+    removing: HashMap<String, usize>,
+}
+
+impl MemberEntries {
+    fn drop_answers(&mut self, conversation_id: &str) {
+        self.generation += 1;
+        if let Some(members) = self.by_conversation.remove(conversation_id) {
+            self.count -= members.len();
+        }
+    }
 }
 
 impl MemberCache {
@@ -118,10 +131,11 @@ impl MemberCache {
         }
     }
 
-    /// Keeps an answer read since `generation`, unless a drop happened in between.
+    /// Keeps an answer read since `generation`, unless a removal began or ended in between
+    /// or is under way.
     fn keep(&self, generation: u64, conversation_id: &str, user_id: &str, member: Membership) {
         let mut entries = self.entries();
-        if entries.generation != generation {
+        if entries.generation != generation || entries.removing.contains_key(conversation_id) {
             return;
         }
         if entries.count >= MEMBER_CACHE_ENTRIES {
@@ -134,12 +148,22 @@ impl MemberCache {
         }
     }
 
-    /// Drops the answers about one conversation.
-    fn forget(&self, conversation_id: &str) {
+    /// A removal from the conversation is about to be written.
+    fn removal_begins(&self, conversation_id: &str) {
         let mut entries = self.entries();
-        entries.generation += 1;
-        if let Some(members) = entries.by_conversation.remove(conversation_id) {
-            entries.count -= members.len();
+        entries.drop_answers(conversation_id);
+        *entries.removing.entry(conversation_id.to_owned()).or_default() += 1;
+    }
+
+    /// The removal's commit (or failure) is visible to every reader.
+    fn removal_ended(&self, conversation_id: &str) {
+        let mut entries = self.entries();
+        entries.drop_answers(conversation_id);
+        if let Some(under_way) = entries.removing.get_mut(conversation_id) {
+            *under_way -= 1;
+            if *under_way == 0 {
+                entries.removing.remove(conversation_id);
+            }
         }
     }
 }
@@ -1136,13 +1160,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Removal> {
         let (conv, user, actor) =
             (conversation_id.to_owned(), user_id.to_owned(), actor.to_owned());
-        let members = self.members.clone();
+        self.members.removal_begins(conversation_id);
         let removed = self
             .writer
             .write(move |tx| {
-                // Before the commit (no lookup that starts now keeps what it reads) and again
-                // after it (see `MemberCache`).
-                members.forget(&conv);
                 let username: Option<String> = first(
                     &tx.conn,
                     "SELECT u.username FROM participants p JOIN users u ON u.id = p.user_id
@@ -1203,7 +1224,7 @@ impl Store for SqliteStore {
                 Ok(Removal { promoted })
             })
             .await;
-        self.members.forget(conversation_id);
+        self.members.removal_ended(conversation_id);
         removed
     }
 
@@ -1682,13 +1703,23 @@ mod tests {
     const MEMBER: Membership = Membership { kind: ConversationType::Group, role: Role::Member };
 
     #[test]
-    fn an_answer_read_before_a_removal_is_not_kept() {
+    fn an_answer_read_before_or_during_a_removal_is_not_kept() {
         let cache = MemberCache::default();
-        let Err(generation) = cache.get("c", "bob") else { panic!("nothing kept yet") };
-        // Bob is removed while his lookup reads the old state.
-        cache.forget("c");
-        cache.keep(generation, "c", "bob", MEMBER);
+        let Err(before) = cache.get("c", "bob") else { panic!("nothing kept yet") };
+        // Bob is being removed while lookups read the state before it.
+        cache.removal_begins("c");
+        let Err(during) = cache.get("c", "bob") else { panic!("nothing kept yet") };
+        cache.keep(before, "c", "bob", MEMBER);
+        cache.keep(during, "c", "bob", MEMBER);
         assert!(cache.get("c", "bob").is_err());
+
+        cache.removal_ended("c");
+        cache.keep(during, "c", "bob", MEMBER);
+        assert!(cache.get("c", "bob").is_err());
+        // After the removal, answers are kept again.
+        let Err(after) = cache.get("c", "carol") else { panic!("nothing kept yet") };
+        cache.keep(after, "c", "carol", MEMBER);
+        assert_eq!(cache.get("c", "carol"), Ok(MEMBER));
     }
 
     #[test]
@@ -1700,10 +1731,19 @@ mod tests {
         }
         assert_eq!(cache.get("c", "bob"), Ok(MEMBER));
 
-        cache.forget("c");
+        cache.removal_begins("c");
 
         assert!(cache.get("c", "bob").is_err() && cache.get("c", "carol").is_err());
         assert_eq!(cache.get("d", "bob"), Ok(MEMBER));
         assert_eq!(cache.entries().count, 1);
+    }
+
+    #[test]
+    fn a_removal_that_never_ends_leaves_its_conversation_uncached() {
+        let cache = MemberCache::default();
+        cache.removal_begins("c");
+        let Err(generation) = cache.get("c", "carol") else { panic!("nothing kept yet") };
+        cache.keep(generation, "c", "carol", MEMBER);
+        assert!(cache.get("c", "carol").is_err());
     }
 }
