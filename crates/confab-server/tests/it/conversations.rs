@@ -399,7 +399,6 @@ async fn a_member_let_in_a_moment_ago_is_refused_once_removed() {
     alice.remove_participant(&group.id, bob.id()).await.unwrap();
 
     assert_api_error(&bob.set_typing(&group.id, true).await.unwrap_err(), 404, "not_found");
-
     assert_api_error(&bob.send_text(&group.id, "and now?").await.unwrap_err(), 404, "not_found");
     assert_api_error(&bob.get_conversation(&group.id).await.unwrap_err(), 404, "not_found");
     let history = bob.list_messages(&group.id, &MessageQuery::default()).await;
