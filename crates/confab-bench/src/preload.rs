@@ -5,8 +5,8 @@
 //! membership rows and events the server writes itself), concurrently so the store's group
 //! commit batches them. Every user shares one real Argon2 hash, and each session's token is
 //! made here, so the harness knows it. Bulk history (`messages`) is written in SQL, one
-//! statement per conversation generating its rows inside SQLite, which the store's trigger
-//! keeps consistent (`last_seq`, the sender's read watermark). The preloaded messages have no
+//! statement per conversation generating its rows inside SQLite, followed by what the store's
+//! own send would update (`last_seq`, the senders' read watermarks). The preloaded messages have no
 //! entries in the event log: clients read them as history, not by replay.
 
 use std::path::{Path, PathBuf};
@@ -219,6 +219,32 @@ pub async fn bulk_messages(
             .execute(&mut *tx)
             .await
             .context("bulk insert messages")?;
+            // What a send updates besides the message: the conversation's sequence and
+            // activity, and each sender's read watermark at their own last message (`a` sent
+            // the odd seqs, `b` the even ones).
+            let last = per_conversation as i64;
+            sqlx::query(
+                "UPDATE conversations SET last_seq = $2, last_activity_at = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(last)
+            .bind(base_ms + last * 1000)
+            .execute(&mut *tx)
+            .await
+            .context("bulk insert: conversation sequence")?;
+            for (user, parity) in [(a, 1), (b, 0)] {
+                let own_last = if last % 2 == parity { last } else { last - 1 };
+                sqlx::query(
+                    "UPDATE participants SET last_read_seq = MAX(last_read_seq, $3)
+                      WHERE conversation_id = $1 AND user_id = $2",
+                )
+                .bind(id)
+                .bind(user)
+                .bind(own_last.max(0))
+                .execute(&mut *tx)
+                .await
+                .context("bulk insert: read watermarks")?;
+            }
             written += done.rows_affected();
             crate::stats::Progress::add(&progress.sent, done.rows_affected());
         }

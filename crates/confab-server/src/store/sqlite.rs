@@ -652,13 +652,14 @@ fn emit(
         Audience::Only(user) => Some(user),
         _ => None,
     };
-    let id: i64 = one(
+    execute(
         &tx.conn,
         "INSERT INTO events (conversation_id, type, ref_id, audience, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![conversation_id, frame.kind, ref_id, only, stored, crate::time::now_ms()],
-        |r| r.get(0),
     )?;
+    // The row just inserted: one connection, one writer (no RETURNING, see insert_message).
+    let id = tx.conn.last_insert_rowid();
     let mut recipients = match audience {
         Audience::Only(user) => vec![user.to_owned()],
         Audience::Members | Audience::MembersAnd(_) => all(
@@ -1231,48 +1232,67 @@ impl Store for SqliteStore {
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Upserted<Message>> {
         self.writer
             .write(move |tx| {
-                // `seq` is the conversation's `last_seq + 1`; the trigger of migration 0003
-                // stores it back and moves the sender's read watermark. The writer is the only
-                // one inserting, so seq is gapless. A repeated client_id inserts nothing (the
-                // unique index), and then the first message is the answer. The sender must be
-                // a member when the row is written, not only when the request was let in.
-                let seq: Option<i64> = first(
+                // `seq` is the conversation's `last_seq + 1`: the writer is the only one
+                // inserting, so it is gapless. The sender must be a member when the row is
+                // written, not only when the request was let in. Plain statements, one row
+                // each: `INSERT … SELECT`, `RETURNING` and triggers make SQLite keep a
+                // statement journal and open a scratch table for every send.
+                let last_seq: Option<i64> = first(
+                    &tx.conn,
+                    "SELECT last_seq FROM conversations
+                      WHERE id = ?1 AND EXISTS (SELECT 1 FROM participants
+                                                 WHERE conversation_id = ?1 AND user_id = ?2)",
+                    params![msg.conversation_id, msg.sender_id],
+                    |r| r.get(0),
+                )?;
+                let seq = last_seq.ok_or(StoreError::NotFound)? + 1;
+                // A repeated client_id inserts nothing (the unique index); then the first
+                // message is the answer.
+                let inserted = execute(
                     &tx.conn,
                     "INSERT INTO messages
                         (id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to)
-                     SELECT ?1, ?2, ?3, ?4, ?5, last_seq + 1, ?6, ?7
-                       FROM conversations
-                      WHERE id = ?2 AND EXISTS (SELECT 1 FROM participants
-                                                 WHERE conversation_id = ?2 AND user_id = ?3)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (conversation_id, sender_id, client_id)
-                        WHERE client_id IS NOT NULL DO NOTHING
-                     RETURNING seq",
+                        WHERE client_id IS NOT NULL DO NOTHING",
                     params![
                         msg.id,
                         msg.conversation_id,
                         msg.sender_id,
                         tx.codec.seal(&msg.id, &msg.content),
                         msg.created_at_ms,
+                        seq,
                         msg.client_id,
                         msg.reply_to
                     ],
-                    |r| r.get(0),
                 )?;
-                if seq.is_none()
-                    && let Some(client_id) = &msg.client_id
-                {
-                    let earlier = first(
-                        &tx.conn,
-                        &SQL.message_by_client_id,
-                        params![msg.conversation_id, msg.sender_id, client_id],
-                        message_row,
-                    )?;
-                    if let Some(earlier) = earlier {
-                        let value = open_row(&tx.codec, earlier)?;
-                        return Ok(Upserted { value, created: false });
-                    }
+                if inserted == 0 {
+                    let earlier = match &msg.client_id {
+                        Some(client_id) => first(
+                            &tx.conn,
+                            &SQL.message_by_client_id,
+                            params![msg.conversation_id, msg.sender_id, client_id],
+                            message_row,
+                        )?,
+                        None => None,
+                    };
+                    let earlier = earlier.ok_or(StoreError::NotFound)?;
+                    let value = open_row(&tx.codec, earlier)?;
+                    return Ok(Upserted { value, created: false });
                 }
-                let seq = seq.ok_or(StoreError::NotFound)?;
+                // The conversation's sequence and activity, and the sender has read what
+                // they sent.
+                execute(
+                    &tx.conn,
+                    "UPDATE conversations SET last_seq = ?2, last_activity_at = ?3 WHERE id = ?1",
+                    params![msg.conversation_id, seq, msg.created_at_ms],
+                )?;
+                execute(
+                    &tx.conn,
+                    "UPDATE participants SET last_read_seq = ?3
+                      WHERE conversation_id = ?1 AND user_id = ?2 AND last_read_seq < ?3",
+                    params![msg.conversation_id, msg.sender_id, seq],
+                )?;
                 let message = stored_message(&msg, seq);
                 let event = Event::NewMessage(message.clone());
                 emit(tx, &message.conversation_id, &event, Some(&message.id), Audience::Members)?;
@@ -1561,31 +1581,31 @@ impl SqliteStore {
         let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
         self.writer
             .write(move |tx| {
+                // The watermark only moves forward, and never past the last message.
                 let (before_sql, update_sql) = match which {
                     Watermark::Read => (
-                        "SELECT last_read_seq FROM participants
+                        "SELECT p.last_read_seq, c.last_seq
+                           FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                          WHERE p.conversation_id = ?1 AND p.user_id = ?2",
+                        "UPDATE participants SET last_read_seq = ?3
                           WHERE conversation_id = ?1 AND user_id = ?2",
-                        "UPDATE participants
-                            SET last_read_seq = MAX(last_read_seq,
-                                MIN(?3, (SELECT last_seq FROM conversations WHERE id = ?1)))
-                          WHERE conversation_id = ?1 AND user_id = ?2
-                          RETURNING last_read_seq",
                     ),
                     Watermark::Delivered => (
-                        "SELECT last_delivered_seq FROM participants
+                        "SELECT p.last_delivered_seq, c.last_seq
+                           FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                          WHERE p.conversation_id = ?1 AND p.user_id = ?2",
+                        "UPDATE participants SET last_delivered_seq = ?3
                           WHERE conversation_id = ?1 AND user_id = ?2",
-                        "UPDATE participants
-                            SET last_delivered_seq = MAX(last_delivered_seq,
-                                MIN(?3, (SELECT last_seq FROM conversations WHERE id = ?1)))
-                          WHERE conversation_id = ?1 AND user_id = ?2
-                          RETURNING last_delivered_seq",
                     ),
                 };
-                let before: Option<i64> =
-                    first(&tx.conn, before_sql, params![conv, user], |r| r.get(0))?;
-                let before = before.ok_or(StoreError::NotFound)?;
-                let after: i64 = one(&tx.conn, update_sql, params![conv, user, seq], |r| r.get(0))?;
+                let found: Option<(i64, i64)> =
+                    first(&tx.conn, before_sql, params![conv, user], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                let (before, last_seq) = found.ok_or(StoreError::NotFound)?;
+                let after = before.max(seq.min(last_seq));
                 if after > before {
+                    execute(&tx.conn, update_sql, params![conv, user, after])?;
                     let receipt = Receipt {
                         conversation_id: conv.clone(),
                         user_id: user.clone(),
