@@ -13,6 +13,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::serve::ListenerExt;
+use axum_server::accept::NoDelayAcceptor;
 use tokio::net::TcpListener;
 
 use crate::api::client::NetPolicy;
@@ -128,7 +130,7 @@ impl App {
         };
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = match self.tls {
-            None => axum::serve(self.listener, app)
+            None => axum::serve(self.listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(begin_drain)
                 .await
                 .context("serve"),
@@ -142,6 +144,7 @@ impl App {
                 let listener = self.listener.into_std().context("TLS listener")?;
                 axum_server::from_tcp_rustls(listener, tls)
                     .context("TLS listener")?
+                    .map(|rustls| rustls.acceptor(NoDelayAcceptor::new()))
                     .handle(handle)
                     .serve(app)
                     .await
@@ -151,6 +154,16 @@ impl App {
         self.service.close().await;
         tracing::info!("confab stopped");
         served
+    }
+}
+
+/// Sends what is written right away. Without it (Nagle's algorithm) a small write waits while
+/// an earlier one is unacknowledged, and clients delay their acknowledgments by up to 40 ms:
+/// the second of two WebSocket frames in a row (a message after a typing stop, an `ack` after
+/// the sender's own copy) would arrive that much late.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }
 
