@@ -36,6 +36,7 @@ cargo build --quiet --locked -p confab-server -p confab-bench
 bench="${CARGO_TARGET_DIR:-target}/debug/confab-bench"
 smoke="$(mktemp -d)"
 "$bench" send --senders 2 --receivers 2 --seconds 1 --check
+"$bench" send --senders 2 --receivers 2 --seconds 1 --via ws --check
 "$bench" steady --rate 100,200 --idle 50 --pairs 4 --seconds 1 --check | tee "$smoke/steady.out"
 "$bench" connections --count 200 --settle-ms 200 --check
 "$bench" fanout --members 20 --rounds 5 --check

@@ -4,7 +4,9 @@
 //! two is what Confab does, not what the machine or the libraries cost.
 //!
 //! - `GET /ws?rooms=a,b`: a WebSocket that receives every message posted to those rooms; its
-//!   first frame is `{"type":"ready"}`.
+//!   first frame is `{"type":"ready"}`. A `send` frame on it (Confab's: `{"type":"send",
+//!   "payload":{"conversation_id","content","client_id"}}`) is published like `POST /send` and
+//!   answered on the same socket by an `ack` frame carrying the message.
 //! - `POST /send/{room}` with Confab's send body: builds a `new_message` frame shaped like
 //!   Confab's, queues it to every subscriber (bounded queues; a full one drops), answers 201
 //!   with the message.
@@ -22,6 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -80,6 +83,10 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         .route("/page", get(page_handler))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    // As Confab does: each frame leaves when written (no Nagle delay behind an earlier one).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -89,19 +96,36 @@ async fn send(
     Path(room): Path<String>,
     axum::Json(body): axum::Json<SendBody>,
 ) -> Response {
+    let message = publish(&state, &room, &body.content, body.client_id.as_deref());
+    (StatusCode::CREATED, axum::Json(message)).into_response()
+}
+
+/// Builds the message, queues its `new_message` frame to every subscriber of `room` (a full
+/// queue drops it) and answers the message.
+fn publish(
+    state: &Ceiling,
+    room: &str,
+    content: &str,
+    client_id: Option<&str>,
+) -> serde_json::Value {
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let message = message(&room, seq, &body.content, body.client_id.as_deref());
+    let message = message(room, seq, content, client_id);
     let frame = Utf8Bytes::from(json!({"type": "new_message", "payload": &message}).to_string());
-    {
-        let mut rooms = state.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(subscribers) = rooms.get_mut(&room) {
-            subscribers.retain(|tx| !tx.is_closed());
-            for tx in subscribers.iter() {
-                let _ = tx.try_send(frame.clone());
-            }
+    let mut rooms = state.rooms.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(subscribers) = rooms.get_mut(room) {
+        subscribers.retain(|tx| !tx.is_closed());
+        for tx in subscribers.iter() {
+            let _ = tx.try_send(frame.clone());
         }
     }
-    (StatusCode::CREATED, axum::Json(message)).into_response()
+    message
+}
+
+/// A `send` frame, as Confab's WebSocket takes it.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+enum ClientFrame {
+    Send { conversation_id: String, content: String, client_id: Option<String> },
 }
 
 async fn page_handler(State(state): State<Arc<Ceiling>>) -> Response {
@@ -153,6 +177,22 @@ async fn run(ws: WebSocket, state: Arc<Ceiling>, rooms: Vec<String>) {
             },
             incoming = stream.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(ClientFrame::Send { conversation_id, content, client_id }) =
+                        serde_json::from_str(text.as_str())
+                    else {
+                        continue;
+                    };
+                    let message = publish(&state, &conversation_id, &content, client_id.as_deref());
+                    // `type` first, as Confab writes its frames.
+                    let ack = format!(
+                        r#"{{"type":"ack","payload":{{"client_id":{},"message":{message}}}}}"#,
+                        json!(client_id)
+                    );
+                    if sink.send(Message::Text(Utf8Bytes::from(ack))).await.is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }

@@ -1,13 +1,15 @@
 //! What differs between driving Confab and driving the ceiling: how a socket subscribes and
 //! how a message is posted. Everything else in a scenario is the same code for both.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use confab_client::reqwest::Method;
 use confab_client::{Client, SendMessage, encode_segment};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::preload::BenchUser;
 use crate::procs::{Kind, Server};
-use crate::sockets::Endpoint;
+use crate::sockets::{Endpoint, Ws};
 
 /// The WebSocket of `user`, who is in `rooms` (conversation ids).
 pub fn endpoint(server: &Server, user: &BenchUser, rooms: &[&str]) -> Endpoint {
@@ -78,6 +80,48 @@ impl Poster {
                 let page: confab_client::MessagePage = response.json().await?;
                 Ok(page.messages.len())
             }
+        }
+    }
+}
+
+/// Sends a message over the sender's own open WebSocket, as a `send` frame (the same frame for
+/// Confab and the ceiling), and waits for its `ack`. Confab acknowledges after the commit, as
+/// the REST answer does. Other frames on the socket (the sender's copy of its own message,
+/// presence) are read past.
+pub async fn send_over(
+    ws: &mut Ws,
+    conversation: &str,
+    content: String,
+    client_id: String,
+) -> anyhow::Result<()> {
+    let frame = confab_client::proto::ClientFrame::Send {
+        conversation_id: conversation.to_owned(),
+        content,
+        client_id: Some(client_id),
+        reply_to: None,
+    };
+    ws.send(Message::text(serde_json::to_string(&frame)?)).await?;
+    tokio::time::timeout(ACK_TIMEOUT, ack_of(ws)).await.context("no ack")?
+}
+
+/// An unanswered send is an error, not a stalled sender.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads frames until the `ack` (or `error`) of the one send in flight.
+async fn ack_of(ws: &mut Ws) -> anyhow::Result<()> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                if text.starts_with(r#"{"type":"ack""#) {
+                    return Ok(());
+                }
+                if text.starts_with(r#"{"type":"error""#) {
+                    bail!("send refused: {}", text.as_str());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the socket closed before the ack"),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::preload::{BenchUser, Preload};
 use crate::procs::Server;
 use crate::sockets::{Recorder, connect_all, content, listen_all, stop_all};
 use crate::stats::{Progress, ProgressLine, histogram, record, summary};
-use crate::target::{Poster, endpoint};
+use crate::target::{Poster, endpoint, send_over};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SendArgs {
@@ -27,6 +27,10 @@ pub struct SendArgs {
     /// Receivers online over WebSocket (sender i talks to receiver i mod R)
     #[arg(long, default_value_t = 16)]
     pub receivers: usize,
+    /// How senders send: `POST …/messages` (http), or a `send` frame on a WebSocket of their
+    /// own, answered by an `ack` frame (ws)
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    pub via: Via,
     /// Bench a Confab server that is already running (users are registered over HTTP)
     #[arg(long)]
     pub url: Option<String>,
@@ -36,6 +40,21 @@ pub struct SendArgs {
     pub receive_url: Option<String>,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Http,
+    Ws,
+}
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Ws => "ws",
+        }
+    }
 }
 
 struct World {
@@ -136,6 +155,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Report> {
         scenario: "send",
         params: json!({
             "senders": args.senders, "receivers": args.receivers, "seconds": args.seconds,
+            "via": args.via.name(),
             "sync": args.common.sync, "url": args.url, "receive_url": args.receive_url,
         }),
         columns: vec![
@@ -182,11 +202,29 @@ async fn drive(
     let listeners = listen_all(sockets, Some(&recorder), &stop_rx);
     let _line = ProgressLine::start(progress.clone());
 
+    // Over WebSocket, each sender has a socket of its own, opened before the clock starts.
+    let mut sender_sockets = match args.via {
+        Via::Http => Vec::new(),
+        Via::Ws => {
+            let endpoints = world
+                .senders
+                .iter()
+                .zip(&world.conversations)
+                .map(|(user, conversation)| endpoint(server, user, &[conversation.as_str()]))
+                .collect();
+            let (sockets, error) = connect_all(server.addr, endpoints, 64, &progress).await;
+            if let Some(e) = error {
+                anyhow::bail!("senders could not connect to {}: {e}", server.kind.name());
+            }
+            sockets
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let begin = Instant::now();
     let mut tasks = Vec::new();
     for (i, user) in world.senders.iter().enumerate() {
         let poster = Poster::new(server, user);
+        let mut socket = sender_sockets.get_mut(i).and_then(Option::take);
         let conversation = world.conversations[i].clone();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
@@ -196,7 +234,12 @@ async fn drive(
                 let t0 = Instant::now();
                 let at_us = start.elapsed().as_micros() as u64;
                 Progress::add(&progress.sent, 1);
-                match poster.post(&conversation, content(0, at_us), format!("{i}-{n}")).await {
+                let (body, client_id) = (content(0, at_us), format!("{i}-{n}"));
+                let sent = match socket.as_mut() {
+                    Some(ws) => send_over(ws, &conversation, body, client_id).await,
+                    None => poster.post(&conversation, body, client_id).await,
+                };
+                match sent {
                     Ok(()) => {
                         record(&mut local, t0.elapsed().as_micros() as u64);
                         Progress::add(&progress.acked, 1);
@@ -204,6 +247,9 @@ async fn drive(
                     Err(_) => Progress::add(&progress.errors, 1),
                 }
                 n += 1;
+            }
+            if let Some(mut ws) = socket {
+                let _ = ws.close(None).await;
             }
             local
         }));
