@@ -42,19 +42,12 @@ pub struct SendArgs {
     pub common: Common,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// How senders send; reported under the same name as the flag takes.
+#[derive(clap::ValueEnum, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum Via {
     Http,
     Ws,
-}
-
-impl Via {
-    fn name(self) -> &'static str {
-        match self {
-            Via::Http => "http",
-            Via::Ws => "ws",
-        }
-    }
 }
 
 struct World {
@@ -155,7 +148,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<Report> {
         scenario: "send",
         params: json!({
             "senders": args.senders, "receivers": args.receivers, "seconds": args.seconds,
-            "via": args.via.name(),
+            "via": args.via,
             "sync": args.common.sync, "url": args.url, "receive_url": args.receive_url,
         }),
         columns: vec![
