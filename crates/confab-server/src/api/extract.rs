@@ -46,7 +46,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 Err(e) => body_error(e),
             });
         }
-        serde_json::from_slice(&bytes).map(AppJson).map_err(body_error)
+        serde_json::from_slice(&bytes).map(AppJson).map_err(|e| {
+            // serde stops at the first wrong field, before it would have seen a syntax error
+            // further on (`{} x`): malformed JSON is 400 whatever its shape. Only a refused
+            // body pays for the second parse.
+            match (e.classify(), serde_json::from_slice::<IgnoredAny>(&bytes)) {
+                (serde_json::error::Category::Data, Err(syntax)) => body_error(syntax),
+                _ => body_error(e),
+            }
+        })
     }
 }
 
@@ -72,6 +80,78 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(q)| AppQuery(q))
             .map_err(|e| ServiceError::Malformed(e.body_text()))
+    }
+}
+
+/// A query integer beyond its type's range is clamped to the range: `limit=99999999999999999999`
+/// is a large limit, as `limit=1000` is, not a malformed one. Anything that is not an integer
+/// still answers 400. For `#[serde(default, deserialize_with = "…")]` on `Option` fields.
+pub mod saturating {
+    use std::borrow::Cow;
+
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    /// A signed integer, clamped to `i64`.
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let text = Cow::<'de, str>::deserialize(d)?;
+        let negative = text.starts_with('-');
+        match integer_digits(&text, true) {
+            false => Err(D::Error::custom("must be an integer")),
+            true => Ok(Some(text.parse().unwrap_or(if negative { i64::MIN } else { i64::MAX }))),
+        }
+    }
+
+    /// A non-negative integer, clamped to `u64`.
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = Cow::<'de, str>::deserialize(d)?;
+        match integer_digits(&text, false) {
+            false => Err(D::Error::custom("must be a non-negative integer")),
+            true => Ok(Some(text.parse().unwrap_or(u64::MAX))),
+        }
+    }
+
+    /// Whether `text` is an optional sign and at least one ASCII digit (the only integers whose
+    /// `parse` can then fail are those out of range).
+    fn integer_digits(text: &str, signed: bool) -> bool {
+        let digits = match text.as_bytes().first() {
+            Some(b'+') => &text[1..],
+            Some(b'-') if signed => &text[1..],
+            _ => text,
+        };
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde::Deserialize;
+
+        #[derive(Deserialize)]
+        struct Q {
+            #[serde(default, deserialize_with = "super::i64")]
+            n: Option<i64>,
+            #[serde(default, deserialize_with = "super::u64")]
+            u: Option<u64>,
+        }
+
+        fn q(query: &str) -> Result<(Option<i64>, Option<u64>), String> {
+            let uri: axum::http::Uri = format!("/?{query}").parse().expect("uri");
+            axum::extract::Query::<Q>::try_from_uri(&uri)
+                .map(|axum::extract::Query(q)| (q.n, q.u))
+                .map_err(|e| e.body_text())
+        }
+
+        #[test]
+        fn integers_out_of_range_are_clamped_and_the_rest_refused() {
+            assert_eq!(q(""), Ok((None, None)));
+            assert_eq!(q("n=42&u=7"), Ok((Some(42), Some(7))));
+            assert_eq!(q("n=-5&u=%2B3"), Ok((Some(-5), Some(3))));
+            assert_eq!(q("n=99999999999999999999"), Ok((Some(i64::MAX), None)));
+            assert_eq!(q("n=-99999999999999999999"), Ok((Some(i64::MIN), None)));
+            assert_eq!(q("u=99999999999999999999"), Ok((None, Some(u64::MAX))));
+            for bad in ["n=", "n=-", "n=1.5", "n=1e3", "n=%201", "n=x", "u=-1", "u=", "n=1&n=2"] {
+                assert!(q(bad).is_err(), "{bad} was accepted");
+            }
+        }
     }
 }
 

@@ -9,17 +9,20 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiResult;
-use super::extract::{AppJson, AppPath, AppQuery};
+use super::extract::{AppJson, AppPath, AppQuery, saturating};
 use crate::service::{AuthUser, HistoryQuery};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, 1-100 (larger values are clamped to 100) [default: 50].
+    #[serde(default, deserialize_with = "saturating::i64")]
     limit: Option<i64>,
     /// Only messages with a smaller `seq` (the newest of them).
+    #[serde(default, deserialize_with = "saturating::i64")]
     before: Option<i64>,
     /// Only messages with a larger `seq` (the oldest of them).
+    #[serde(default, deserialize_with = "saturating::i64")]
     after: Option<i64>,
 }
 

@@ -30,6 +30,7 @@ pub struct PollParams {
     /// The `cursor` of the previous answer (or of a `ready` frame).
     pub cursor: Option<String>,
     /// Seconds to wait for an event, 0-55 [default: 25].
+    #[serde(default, deserialize_with = "crate::api::extract::saturating::u64")]
     pub timeout: Option<u64>,
 }
 

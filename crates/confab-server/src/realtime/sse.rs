@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
@@ -87,5 +87,7 @@ pub async fn events(
         .into_response();
     // Proxies such as nginx must pass each event on at once.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // Like every API answer, and stricter than axum's `no-cache`: events carry private data.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

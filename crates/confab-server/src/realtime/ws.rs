@@ -35,6 +35,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CLIENT_FRAME: usize = 256 * 1024;
 
 pub const CLOSE_SHUTDOWN: u16 = 1012;
+/// RFC 6455's "message too big": a client frame over [`MAX_CLIENT_FRAME`].
+pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_LAGGING: u16 = 4008;
 pub const CLOSE_IDLE: u16 = 4001;
 /// The session was signed out or revoked: reconnecting with it will fail; sign in again.
@@ -138,6 +140,14 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
                 }
             },
             incoming = stream.next() => match incoming {
+                Some(Err(e)) if frame_too_large(&e) => {
+                    let message = format!("a frame is at most {} KiB", MAX_CLIENT_FRAME / 1024);
+                    let reply = error_frame("payload_too_large", &message, None);
+                    if !send(&mut sink, Message::Text(reply)).await {
+                        return;
+                    }
+                    break Some((CLOSE_TOO_BIG, "frame too large"));
+                }
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
@@ -173,6 +183,16 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         let _ = send(&mut sink, Message::Close(Some(frame))).await;
     }
+}
+
+/// Whether the socket failed on a client frame over [`MAX_CLIENT_FRAME`] (the frame is not
+/// read; the connection can still say why before it closes).
+fn frame_too_large(error: &axum::Error) -> bool {
+    let cause = std::error::Error::source(error);
+    matches!(
+        cause.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 fn error_frame(code: &str, message: &str, client_id: Option<String>) -> Utf8Bytes {

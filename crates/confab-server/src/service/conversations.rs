@@ -62,7 +62,7 @@ impl Service {
                 (Some(validate_title(body.title.as_deref())?), None)
             }
         };
-        self.check_users_exist(&others).await?;
+        self.check_users_exist("participant_ids", &others).await?;
 
         let mut members = vec![NewParticipant {
             id: new_id(),
@@ -92,13 +92,14 @@ impl Service {
         Ok(Upserted { value: conversation, created: stored.created })
     }
 
-    async fn check_users_exist(&self, ids: &[String]) -> ServiceResult<()> {
+    /// `field` names the request's list in the error.
+    async fn check_users_exist(&self, field: &'static str, ids: &[String]) -> ServiceResult<()> {
         if ids.iter().any(|id| !plausible_id(id)) {
-            return Err(ServiceError::invalid("participant_ids", "unknown user"));
+            return Err(ServiceError::invalid(field, "unknown user"));
         }
         let found = self.store.users_by_ids(ids).await?;
         if found.len() != ids.len() {
-            return Err(ServiceError::invalid("participant_ids", "unknown user"));
+            return Err(ServiceError::invalid(field, "unknown user"));
         }
         Ok(())
     }
@@ -157,7 +158,7 @@ impl Service {
                 ));
             }
         }
-        self.check_users_exist(&new).await?;
+        self.check_users_exist("user_ids", &new).await?;
         let now = now_ms();
         let members = new
             .into_iter()

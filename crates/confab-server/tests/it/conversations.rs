@@ -65,6 +65,7 @@ async fn a_direct_conversation_with_an_unknown_user_is_invalid() {
     let err = alice.create_direct("no-such-user").await.unwrap_err();
 
     assert_api_error(&err, 422, "invalid_input");
+    assert!(err.to_string().contains("participant_ids"), "names the request's field: {err}");
     assert!(alice.list_conversations().await.unwrap().is_empty());
 }
 
@@ -281,6 +282,7 @@ async fn adding_an_unknown_user_is_invalid() {
     let err = alice.add_participants(&group.id, &["no-such-user"]).await.unwrap_err();
 
     assert_api_error(&err, 422, "invalid_input");
+    assert!(err.to_string().contains("user_ids"), "names the request's field: {err}");
     assert_eq!(alice.get_conversation(&group.id).await.unwrap().participants.len(), 2);
 }
 

@@ -231,6 +231,38 @@ async fn limits_above_100_are_clamped_to_100() {
 }
 
 #[tokio::test]
+async fn query_integers_beyond_64_bits_are_clamped_not_refused() {
+    let server = TestServer::spawn().await;
+    let [alice, bob] = server.users(["alice", "bob"]).await;
+    let conversation = alice.create_direct(bob.id()).await.unwrap();
+    send_numbered(&alice, &conversation.id, 3).await;
+    let huge = "99999999999999999999";
+    let path = |query: String| format!("/api/conversations/{}/messages?{query}", conversation.id);
+
+    for query in
+        [format!("limit={huge}"), format!("before={huge}"), format!("limit={huge}&before={huge}")]
+    {
+        let response = bob.raw(Method::GET, &path(query.clone())).send().await.unwrap();
+
+        assert_eq!(response.status().as_u16(), 200, "{query}");
+        let page: confab_client::MessagePage = response.json().await.unwrap();
+        assert_eq!(seqs(&page.messages), [1, 2, 3], "{query}");
+    }
+    let after = bob.raw(Method::GET, &path(format!("after={huge}"))).send().await.unwrap();
+    let page: confab_client::MessagePage = after.json().await.unwrap();
+    assert!(page.messages.is_empty() && !page.has_more);
+    // Still not integers: 400; below zero: 422.
+    for (query, status) in
+        [("limit=1e3", 400), ("limit=12abc", 400), (&format!("limit=-{huge}")[..], 422)]
+    {
+        let response = bob.raw(Method::GET, &path(query.to_owned())).send().await.unwrap();
+
+        let (got, body) = json_error(response).await;
+        assert_eq!((got, body.error.code.as_str()), (status, "invalid_input"), "{query}");
+    }
+}
+
+#[tokio::test]
 async fn a_limit_of_zero_or_less_is_invalid() {
     let server = TestServer::spawn().await;
     let [alice, bob] = server.users(["alice", "bob"]).await;

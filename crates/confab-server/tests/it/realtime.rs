@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use confab_client::reqwest::Method;
 use confab_client::{Event, Frame, Message, SseStream, WsStream};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -247,6 +248,75 @@ async fn a_long_poll_client_gets_every_missed_message_once_across_polls() {
     assert_eq!(got, sent);
     assert!(empty.events.is_empty());
     assert_eq!(empty.cursor, cursor);
+}
+
+#[tokio::test]
+async fn a_poll_timeout_beyond_64_bits_is_the_longest_wait_not_an_error() {
+    let server = TestServer::spawn().await;
+    let [alice, bob] = server.users(["alice", "bob"]).await;
+    let conv = alice.create_direct(bob.id()).await.unwrap();
+    let start = bob.poll_events(None, 0).await.unwrap();
+    let sent = alice.send_text(&conv.id, "waiting for you").await.unwrap();
+
+    let query = [("cursor", start.cursor.as_str()), ("timeout", "99999999999999999999")];
+    let response = bob.raw(Method::GET, "/api/events/poll").query(&query).send().await.unwrap();
+
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let ids: Vec<&str> = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "new_message")
+        .map(|e| e["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [sent.id.as_str()], "the missed message, at once");
+}
+
+#[tokio::test]
+async fn the_event_stream_is_never_stored_by_caches() {
+    let server = TestServer::spawn().await;
+    let [bob] = server.users(["bob"]).await;
+
+    let response = bob.raw(Method::GET, "/api/events").send().await.unwrap();
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn a_websocket_frame_over_the_limit_is_answered_then_closed_with_1009() {
+    use futures_util::{SinkExt, StreamExt};
+    let server = TestServer::spawn().await;
+    let [bob] = server.users(["bob"]).await;
+    let url = format!("{}/api/ws", server.base_url().replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {}", bob.token().unwrap()).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(300 * 1024));
+
+    ws.send(tungstenite::Message::text(huge)).await.unwrap();
+
+    let (mut error, mut close) = (None, None);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match frame {
+            tungstenite::Message::Text(text) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "error" {
+                    error = Some(frame["payload"]["code"].as_str().unwrap().to_owned());
+                }
+            }
+            tungstenite::Message::Close(frame) => {
+                close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(error.as_deref(), Some("payload_too_large"), "the client is told why");
+    assert_eq!(close, Some(1009), "then closed with RFC 6455's 'message too big'");
 }
 
 #[tokio::test]
