@@ -49,6 +49,8 @@ export async function signOut() {
 function endSession() {
   if (realtime) realtime.stop();
   realtime = null;
+  // Unsent text must not stay on a shared computer after its user has gone.
+  outbox.forgetAll();
   reset();
   signedOut();
 }
@@ -170,7 +172,9 @@ function receiveMessage(msg) {
     conv.last_activity_at = msg.created_at;
     const me = myParticipant(conv);
     if (mine) {
+      // Sending reads everything before it (the server moves the read watermark too).
       if (me) me.last_read_seq = Math.max(me.last_read_seq, msg.seq);
+      conv.unread_count = 0;
     } else {
       conv.unread_count += msg.deleted ? 0 : 1;
       setTyping({ conversation_id: conv.id, user_id: msg.sender_id, typing: false });
@@ -302,11 +306,14 @@ export function sendMessage(conversationId, content, replyTo) {
 export const retrySend = outbox.retry;
 export const discardSend = outbox.discard;
 
+/** Edits a message; false (after telling the user) when the server refused the edit. */
 export async function editMessage(msg, content) {
   try {
     updateMessage(await api.editMessage(msg.id, content));
+    return true;
   } catch (err) {
     toast(`Could not edit: ${err.message}`, "error");
+    return false;
   }
 }
 

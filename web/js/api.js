@@ -5,10 +5,12 @@
 
 export class ApiError extends Error {
   /** @param {number} status 0 when the server could not be reached */
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfterSecs = null) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Seconds to wait, from a 429's `Retry-After`; null when the server did not say. */
+    this.retryAfterSecs = retryAfterSecs;
   }
 
   /** Worth retrying later with the same client_id: unreachable, restarting or overloaded. */
@@ -22,6 +24,11 @@ let onUnauthorized = () => {};
 /** Called when a signed-in call answers 401 (session expired or logged out elsewhere). */
 export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
+}
+
+/** Whether this browser holds a session (its readable CSRF cookie comes and goes with it). */
+export function hasSession() {
+  return csrfToken() !== "";
 }
 
 /** The CSRF token of the current session, or "" when signed out. */
@@ -61,7 +68,8 @@ async function call(method, path, body) {
     const err = data && data.error;
     const code = (err && err.code) || (res.status >= 500 ? "unavailable" : "unknown");
     if (res.status === 401 && !path.startsWith("/api/auth/")) onUnauthorized();
-    throw new ApiError(res.status, code, (err && err.message) || `HTTP ${res.status}`);
+    const retryAfter = Number.parseInt(res.headers.get("Retry-After") || "", 10);
+    throw new ApiError(res.status, code, (err && err.message) || `HTTP ${res.status}`, Number.isFinite(retryAfter) ? retryAfter : null);
   }
   return data;
 }

@@ -1,7 +1,7 @@
 // main.js — boot: find out whether we are signed in, then show the auth screen or the app.
 // Everything else lives in actions.js (use cases) and views/ (rendering).
 import * as actions from "./actions.js";
-import { api, setUnauthorizedHandler } from "./api.js";
+import { api, hasSession, setUnauthorizedHandler } from "./api.js";
 import { state } from "./state.js";
 import { renderAuth } from "./views/auth.js";
 import { mountShell } from "./views/shell.js";
@@ -45,7 +45,9 @@ setUnauthorizedHandler(() => {
 
 async function boot() {
   let me = null;
-  for (let attempt = 0; ; attempt++) {
+  // Without a session cookie there is nobody to ask about (and a 401 would only add an error
+  // to the console of every signed-out visit).
+  for (let attempt = 0; hasSession(); attempt++) {
     try {
       me = await api.me();
       break;

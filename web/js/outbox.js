@@ -69,12 +69,24 @@ export function retry(clientId) {
   if (!entry) return;
   entry.status = "queued";
   entry.error = undefined;
+  entry.permanent = undefined;
   emit("outbox");
   flush();
 }
 
 export function discard(clientId) {
   confirm(clientId);
+}
+
+/** Forgets every unsent entry of the signed-in user, here and in storage (at sign-out). */
+export function forgetAll() {
+  try {
+    localStorage.removeItem(storageKey());
+  } catch {
+    // Storage disabled: nothing was kept.
+  }
+  state.outbox = [];
+  emit("outbox");
 }
 
 /** Drops entries of a conversation the user can no longer see. */
@@ -116,6 +128,8 @@ export async function flush() {
           }
           entry.status = "failed";
           entry.error = err.message;
+          // Refused as it is (too long, not allowed): sending it again cannot help.
+          entry.permanent = err.status >= 400 && err.status < 500;
           emit("outbox");
           persist();
         }

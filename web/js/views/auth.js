@@ -5,6 +5,13 @@ import { h, icon } from "../util/dom.js";
 
 const USERNAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 
+/** A wait from `Retry-After`, in words: "45 seconds", "2 minutes". */
+function waitText(secs) {
+  if (secs < 60) return secs === 1 ? "1 second" : `${secs} seconds`;
+  const minutes = Math.ceil(secs / 60);
+  return minutes === 1 ? "1 minute" : `${minutes} minutes`;
+}
+
 /** Client-side checks mirroring docs/api.md; the server stays the authority. */
 export function validateCredentials(username, password, isSignUp) {
   if (!username) return "Enter a username.";
@@ -76,6 +83,7 @@ export function renderAuth(root, onSignedIn) {
       error.textContent = err.code === "conflict" ? "That username is taken. Try another one."
         : err.code === "unauthorized" ? "Wrong username or password."
         : err.code === "network" ? "Cannot reach the server. Check your connection."
+        : err.code === "rate_limited" ? `Too many attempts. Try again ${err.retryAfterSecs ? `in ${waitText(err.retryAfterSecs)}` : "later"}.`
         : err.message.replace(/^[a-z_]+: /, (m) => m.charAt(0).toUpperCase() + m.slice(1));
       error.hidden = false;
     } finally {

@@ -161,6 +161,7 @@ export class ChatView {
     const switched = this.renderedId !== conv.id;
     if (switched) {
       this.renderedId = conv.id;
+      this.renderedSignature = null;
       this.stickToBottom = true;
       this.newCount = 0;
       this.seenMaxSeq = 0;
@@ -223,16 +224,31 @@ export class ChatView {
     const me = state.me?.id;
     const amAdmin = isGroup && myParticipant(conv)?.role === "admin";
 
+    // Everything the rows show. Rebuilding them when none of it changed (an event of another
+    // conversation, a receipt that moves no mark) would throw away the reader's text selection
+    // and focus for nothing.
+    const signature = JSON.stringify([conv.id, cache.loaded, cache.hasMore, conversationTitle(conv), me, amAdmin,
+      new Date().toDateString(),
+      conv.participants.map((p) => [p.user_id, p.username, p.role, p.last_read_seq, p.last_delivered_seq]),
+      messages.map((m) => [m.id, m.edited_at, m.deleted]),
+      pending.map((p) => [p.client_id, p.status, p.error, p.permanent])]);
+    if (signature === this.renderedSignature) return;
+    this.renderedSignature = signature;
+
     /** @type {Node[]} */
     const rows = [];
     if (!cache.loaded) rows.push(h("div", { class: "history-edge" }, h("span", { class: "spinner" }), "Loading messages…"));
     else if (cache.hasMore) rows.push(h("div", { class: "history-edge", "data-testid": "history-loader" }, h("span", { class: "spinner" }), "Loading older messages…"));
     else rows.push(h("div", { class: "history-edge start", "data-testid": "history-start" }, isGroup ? `This is the start of ${conversationTitle(conv)}.` : `This is the start of your conversation with ${conversationTitle(conv)}.`));
 
-    const items = [
-      ...messages.map((m) => ({ kind: "message", m, sender: m.sender_id, at: m.created_at })),
-      ...pending.map((p) => ({ kind: "pending", m: p, sender: me, at: p.created_at })),
-    ];
+    // Messages on their way come last; one the server refused stays where it was written
+    // (by time), so later messages do not pile up above it.
+    const items = messages.map((m) => ({ kind: "message", m, sender: m.sender_id, at: m.created_at }));
+    for (const p of pending.filter((e) => e.status === "failed")) {
+      const at = items.findIndex((item) => item.at > p.created_at);
+      items.splice(at < 0 ? items.length : at, 0, { kind: "pending", m: p, sender: me, at: p.created_at });
+    }
+    for (const p of pending.filter((e) => e.status !== "failed")) items.push({ kind: "pending", m: p, sender: me, at: p.created_at });
     items.forEach((item, i) => {
       const prev = items[i - 1];
       const next = items[i + 1];
@@ -315,7 +331,7 @@ export class ChatView {
         p.status === "failed" || p.status === "queued"
           ? h("div", { class: "send-problem", role: p.status === "failed" ? "alert" : false },
             h("span", {}, p.status === "failed" ? `Not sent${p.error ? `: ${p.error}` : ""}` : "Will send when the connection is back"),
-            h("button", { type: "button", class: "link-btn", "data-action": "retry", "data-id": p.client_id, "data-testid": "retry-button" }, "Retry"),
+            p.permanent ? null : h("button", { type: "button", class: "link-btn", "data-action": "retry", "data-id": p.client_id, "data-testid": "retry-button" }, "Retry"),
             p.status === "failed" ? h("button", { type: "button", class: "link-btn", "data-action": "discard", "data-id": p.client_id }, "Discard") : null)
           : null));
   }

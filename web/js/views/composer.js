@@ -120,9 +120,21 @@ export class Composer {
     if (!text.trim() || !this.conversationId) return;
     const ctx = this.context;
     if (ctx?.kind === "edit") {
-      if (text !== ctx.message.content) actions.editMessage(ctx.message, text);
       this.textarea.value = "";
       this.clearContext(true);
+      if (text !== ctx.message.content) {
+        const conversationId = this.conversationId;
+        const draft = this.textarea.value;
+        actions.editMessage(ctx.message, text).then((ok) => {
+          // A refused edit comes back with its text, still in edit mode, to be fixed; unless
+          // the user has moved on meanwhile (another conversation, a reply, new typing).
+          if (ok || this.conversationId !== conversationId || this.context || this.textarea.value !== draft) return;
+          this.startEdit(ctx.message);
+          this.textarea.value = text;
+          this.autosize();
+          this.updateButton();
+        });
+      }
     } else {
       actions.sendMessage(this.conversationId, text, ctx?.kind === "reply" ? ctx.message.id : null);
       this.textarea.value = "";
