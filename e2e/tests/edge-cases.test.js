@@ -131,3 +131,30 @@ test("a text selection in the open chat survives events of other conversations",
   await waitForMessage(alice.page, "Unrelated news");
   assert.deepEqual(alice.errors, []);
 });
+
+test("deleting a message with the keyboard leaves the focus on it, not on the page", async () => {
+  const alice = await openUser(browser, server.url, uniqueName("alice"));
+  const bob = await apiUser(server.url, uniqueName("bob"));
+  await startDirectChat(alice.page, bob.username);
+  await sendText(alice.page, "Delete me with the keyboard");
+  const own = await waitForMessage(alice.page, "Delete me with the keyboard");
+  await eventually(async () => assert.ok(["sent", "delivered", "read"].includes((await own.getAttribute("data-status")) ?? "")));
+
+  const row = alice.page.locator(`[data-key="${await own.getAttribute("data-key")}"]`);
+
+  await own.getByTestId("delete-button").focus();
+  await alice.page.keyboard.press("Enter");
+  await alice.page.getByTestId("confirm-button").waitFor();
+  await alice.page.keyboard.press("Enter");
+  await row.getByText("Message deleted").waitFor();
+
+  await eventually(async () => {
+    const where = await alice.page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return "body";
+      return el.closest('[data-testid="message"]') ? "message" : el.getAttribute("data-testid") || el.tagName;
+    });
+    assert.equal(where, "message");
+  });
+  assert.deepEqual(alice.errors, []);
+});

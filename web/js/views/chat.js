@@ -125,7 +125,16 @@ export class ChatView {
         if (msg) this.composer.startEdit(msg);
         break;
       case "delete":
-        if (msg && (await confirmDialog("Delete this message?", "It will be replaced by “Message deleted” for everyone.", "Delete"))) actions.deleteMessage(msg);
+        if (msg && (await confirmDialog("Delete this message?", "It will be replaced by “Message deleted” for everyone.", "Delete"))) {
+          await actions.deleteMessage(msg);
+          // The button that had the focus went with the message's toolbar: keep the keyboard
+          // user where they were, on the tombstone (or in the composer).
+          if (!document.activeElement || document.activeElement === document.body) {
+            const bubble = /** @type {HTMLElement|null} */ (this.list.querySelector(`[data-key="${CSS.escape(msg.id)}"] .bubble`));
+            if (bubble) bubble.focus();
+            else this.composer.focus();
+          }
+        }
         break;
       case "jump": {
         const el = this.list.querySelector(`[data-key="${CSS.escape(id)}"]`);
