@@ -50,7 +50,12 @@ pub async fn events(
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(BUFFER);
     let mut feed = opened.feed;
     let start = feed.cursor();
+    let token_hash = user.token_hash.clone();
+    let every = app.service.session_check_every();
     tokio::spawn(async move {
+        // A sign-out closes its streams at once; a session that ends by its expiry or by
+        // disuse ends them at the next check.
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         // A resync's id is the cursor to continue from, as for `ready`: a browser that
         // reconnects before the next event must not be sent back to its stale cursor.
         let first = SseEvent::default().data(opened.first.as_str()).id(start);
@@ -61,6 +66,10 @@ pub async fn events(
             let item = tokio::select! {
                 item = feed.next() => item,
                 () = tx.closed() => return, // the client went away
+                _ = check.tick() => match app.service.session_stands(&token_hash).await {
+                    Ok(false) => return,
+                    _ => continue,
+                },
             };
             let event = match item {
                 Ok(FeedItem::Frame { frame, cursor }) => {

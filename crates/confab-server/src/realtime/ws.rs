@@ -114,8 +114,11 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
     // The first ping after a random part of the period: sockets opened together (every client
     // of a restarted server) would otherwise ping together ever after, in bursts that delay
     // everything else the server does at that moment.
-    let first = PING_EVERY.mul_f64(rand::random_range(0.5..1.5));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first, PING_EVERY);
+    // Each tick also checks the session (no timer of its own: it would be memory on every
+    // idle socket); the period is shorter only where sessions end within a minute (tests).
+    let period = PING_EVERY.min(app.service.session_check_every());
+    let first = period.mul_f64(rand::random_range(0.5..1.5));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     let mut last_heard = Instant::now();
     let close = loop {
         tokio::select! {
@@ -172,6 +175,11 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     break Some((CLOSE_IDLE, "idle timeout"));
+                }
+                // A sign-out closes its streams at once; a session that ends by its expiry or
+                // by disuse ends them here.
+                if let Ok(false) = app.service.session_stands(&user.token_hash).await {
+                    break Some((CLOSE_REVOKED, "session ended: sign in again"));
                 }
                 if !send(&mut sink, Message::Ping(Default::default())).await {
                     return;

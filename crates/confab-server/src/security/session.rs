@@ -78,24 +78,37 @@ pub enum Lookup {
 pub struct SessionCache {
     capacity: usize,
     // std Mutex: held for a map lookup or insert only, never across an .await.
-    entries: Mutex<HashMap<String, CachedSession>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    sessions: HashMap<String, CachedSession>,
+    /// Removals so far. A session read from the database is cached only if none happened
+    /// during the read: the row read may be one that a sign-out deleted meanwhile.
+    removals: u64,
 }
 
 impl SessionCache {
     pub fn new(capacity: usize) -> SessionCache {
-        SessionCache { capacity, entries: Mutex::new(HashMap::new()) }
+        SessionCache { capacity, entries: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session for `hash`, marked used now. Sessions past their expiry or idle for longer
     /// than `idle_ms` are dropped.
     pub fn use_session(&self, hash: &str, idle_ms: i64) -> Lookup {
         let now = now_ms();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = entries.get_mut(hash) else {
+        let mut entries = self.lock();
+        let Some(s) = entries.sessions.get_mut(hash) else {
             return Lookup::NotCached;
         };
         if s.expires_at_ms <= now || now - s.last_used_ms > idle_ms {
-            entries.remove(hash);
+            entries.sessions.remove(hash);
+            entries.removals += 1;
             return Lookup::Ended;
         }
         s.last_used_ms = now;
@@ -106,22 +119,88 @@ impl SessionCache {
         Lookup::Live { session: s.clone(), store_last_used }
     }
 
-    pub fn insert(&self, hash: String, session: CachedSession) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity {
-            entries.clear();
+    /// Whether the cached session for `hash` is current (not expired, not idle too long),
+    /// without marking it used; `None` when it is not cached.
+    pub fn is_current(&self, hash: &str, idle_ms: i64) -> Option<bool> {
+        let now = now_ms();
+        let entries = self.lock();
+        let s = entries.sessions.get(hash)?;
+        Some(s.expires_at_ms > now && now - s.last_used_ms <= idle_ms)
+    }
+
+    /// The removal count, to pass to [`SessionCache::insert_unless_removed_since`] after a
+    /// database read that began after this call.
+    pub fn removals(&self) -> u64 {
+        self.lock().removals
+    }
+
+    /// Caches a session read from the database, unless some session was removed since
+    /// `removals` was taken (false then: the caller must read again, and the sign-out that
+    /// removed it has deleted its row first).
+    pub fn insert_unless_removed_since(
+        &self,
+        removals: u64,
+        hash: String,
+        session: CachedSession,
+    ) -> bool {
+        let mut entries = self.lock();
+        if entries.removals != removals {
+            return false;
         }
-        entries.insert(hash, session);
+        if entries.sessions.len() >= self.capacity {
+            entries.sessions.clear();
+        }
+        entries.sessions.insert(hash, session);
+        true
+    }
+
+    pub fn insert(&self, hash: String, session: CachedSession) {
+        let mut entries = self.lock();
+        if entries.sessions.len() >= self.capacity {
+            entries.sessions.clear();
+        }
+        entries.sessions.insert(hash, session);
     }
 
     pub fn remove(&self, hash: &str) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+        let mut entries = self.lock();
+        entries.sessions.remove(hash);
+        entries.removals += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cached(user: &str) -> CachedSession {
+        CachedSession {
+            user: User {
+                id: user.into(),
+                username: user.into(),
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+            },
+            expires_at_ms: now_ms() + 60_000,
+            last_used_ms: now_ms(),
+            stored_last_used_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn a_session_read_while_another_was_removed_is_not_cached() {
+        let cache = SessionCache::new(16);
+        let before = cache.removals();
+        cache.remove("revoked meanwhile");
+
+        let kept = cache.insert_unless_removed_since(before, "h".into(), cached("alice"));
+        let now = cache.removals();
+        let kept_later = cache.insert_unless_removed_since(now, "h".into(), cached("alice"));
+
+        assert!(!kept, "a read that overlapped a removal must read again");
+        assert!(kept_later);
+        assert_eq!(cache.is_current("h", 60_000), Some(true));
+        assert_eq!(cache.is_current("other", 60_000), None);
+    }
 
     #[test]
     fn tokens_are_random_and_hashes_are_hex_sha256() {

@@ -163,6 +163,13 @@ impl Service {
         Ok(AuthResponse { user, token, csrf_token })
     }
 
+    /// How often an open stream checks [`Service::session_stands`]: every 20 s, or a quarter
+    /// of the idle timeout when that is shorter (as in tests).
+    pub fn session_check_every(&self) -> std::time::Duration {
+        let quarter = u64::try_from(self.limits.session_idle_ms / 4).unwrap_or(0);
+        std::time::Duration::from_millis(quarter.clamp(100, 20_000))
+    }
+
     /// The session lifetime, for the cookie's Max-Age.
     pub fn session_ttl_secs(&self) -> i64 {
         self.limits.session_ttl_ms / 1000
@@ -193,19 +200,15 @@ impl Service {
                 return Err(INVALID);
             }
             Lookup::NotCached => {
-                let record = self.store.session(&hash).await?.ok_or(INVALID)?;
-                let now = now_ms();
-                if record.expires_at_ms <= now || now - record.last_used_at_ms > idle {
-                    self.store.delete_session(&hash).await?;
-                    return Err(INVALID);
+                // A sign-out deletes the row, then drops the cached session. A read that
+                // overlapped it may have seen the row: it is cached only if nothing was
+                // dropped meanwhile, and read again otherwise.
+                let removals = self.sessions.removals();
+                let s = self.stored_session(&hash).await?.ok_or(INVALID)?;
+                if !self.sessions.insert_unless_removed_since(removals, hash.clone(), s.clone()) {
+                    let again = self.stored_session(&hash).await?.ok_or(INVALID)?;
+                    self.sessions.insert(hash.clone(), again);
                 }
-                let s = CachedSession {
-                    user: record.user,
-                    expires_at_ms: record.expires_at_ms,
-                    last_used_ms: now,
-                    stored_last_used_ms: record.last_used_at_ms,
-                };
-                self.sessions.insert(hash.clone(), s.clone());
                 s
             }
         };
@@ -220,9 +223,41 @@ impl Service {
     /// Ends the session that authenticated `user`'s request; its token stops working at once
     /// and its live connections close.
     pub async fn logout(&self, user: &AuthUser) -> ServiceResult<()> {
-        self.end_sessions(&user.id, std::slice::from_ref(&user.token_hash));
+        // The row first, then the cache and the connections: a request that misses the cache
+        // in between finds no row, and a stream opened in between is closed by the second step
+        // or finds no session when it checks after subscribing (`open_feed`).
         self.store.delete_session(&user.token_hash).await?;
+        self.end_sessions(&user.id, std::slice::from_ref(&user.token_hash));
         Ok(())
+    }
+
+    /// The stored session for `hash`, if it is still live (an expired or idle one is deleted).
+    async fn stored_session(&self, hash: &str) -> ServiceResult<Option<CachedSession>> {
+        let Some(record) = self.store.session(hash).await? else { return Ok(None) };
+        let now = now_ms();
+        if record.expires_at_ms <= now || now - record.last_used_at_ms > self.limits.session_idle_ms
+        {
+            self.store.delete_session(hash).await?;
+            return Ok(None);
+        }
+        Ok(Some(CachedSession {
+            user: record.user,
+            expires_at_ms: record.expires_at_ms,
+            last_used_ms: now,
+            stored_last_used_ms: record.last_used_at_ms,
+        }))
+    }
+
+    /// Whether the session `hash` still stands: not signed out, expired or idle too long. For
+    /// open streams, which check it now and then; not a use of the session.
+    pub async fn session_stands(&self, hash: &str) -> ServiceResult<bool> {
+        let idle = self.limits.session_idle_ms;
+        if let Some(current) = self.sessions.is_current(hash, idle) {
+            return Ok(current);
+        }
+        let now = now_ms();
+        let record = self.store.session(hash).await?;
+        Ok(record.is_some_and(|r| r.expires_at_ms > now && now - r.last_used_at_ms <= idle))
     }
 
     fn end_sessions(&self, user_id: &str, hashes: &[String]) {

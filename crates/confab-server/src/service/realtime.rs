@@ -22,7 +22,7 @@ impl Service {
         cursor: Option<&str>,
     ) -> ServiceResult<Opened> {
         self.check_rate(Limit::Connect, Key::Ip(ip)).await?;
-        Feed::open(
+        let opened = Feed::open(
             &self.hub,
             self.store.clone(),
             &user.id,
@@ -30,7 +30,14 @@ impl Service {
             cursor,
             self.limits.replay_limit,
         )
-        .await
+        .await?;
+        // The request was let in before this stream subscribed: a sign-out in between closed
+        // the session's streams without this one. Now subscribed, it is closed by any later
+        // sign-out, and checks for an earlier one here.
+        if !self.session_stands(&user.token_hash).await? {
+            return Err(super::ServiceError::Unauthenticated("invalid or expired session"));
+        }
+        Ok(opened)
     }
 
     /// The cursor of the current end of the event log: where a stream opened now would start.

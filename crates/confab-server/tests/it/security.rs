@@ -188,6 +188,76 @@ async fn an_idle_session_ends() {
 }
 
 #[tokio::test]
+async fn the_streams_of_a_session_that_ends_by_disuse_are_closed() {
+    let server = TestServer::spawn_with(|c| c.session_idle_ms = 1500).await;
+    let alice = server.user("alice").await;
+    let mut ws = alice.connect_ws(None).await.unwrap();
+    let mut sse = alice.connect_sse(None).await.unwrap();
+
+    // No request from alice for longer than the idle timeout: her session ends, and its
+    // streams with it, even though they were open all along.
+    let closed = loop {
+        match ws.next_frame_within(Duration::from_secs(10)).await.unwrap() {
+            Some(_) => continue,
+            None => break ws.close_code(),
+        }
+    };
+    let sse_ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = sse.next_frame().await {}
+    })
+    .await;
+
+    assert_eq!(closed, Some(4003), "closed with 'session ended'");
+    assert!(sse_ended.is_ok(), "the SSE stream ended too");
+    assert_api_error(&alice.me().await.unwrap_err(), 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_sign_out_racing_with_new_streams_leaves_no_stream_and_no_token_alive() {
+    let server = TestServer::spawn().await;
+    server.users(["alice"]).await;
+    for round in 0..20 {
+        let mut alice = server.reconnect_by_login("alice").await;
+        let token_holder = alice.client.clone();
+        // Streams opening while the sign-out runs.
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let client = token_holder.clone();
+                tokio::spawn(async move {
+                    let mut opened = Vec::new();
+                    for _ in 0..5 {
+                        match client.connect_ws(None).await {
+                            Ok(ws) => opened.push(ws),
+                            Err(_) => break, // refused: the sign-out came first
+                        }
+                    }
+                    opened
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        alice.client.logout().await.unwrap();
+
+        assert_api_error(&token_holder.me().await.unwrap_err(), 401, "unauthorized");
+        for opener in openers {
+            for mut ws in opener.await.unwrap() {
+                let closed = loop {
+                    match ws.next_frame_within(Duration::from_secs(5)).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break ws.close_code(),
+                        Err(e) => panic!("round {round}: a stream outlived its sign-out ({e})"),
+                    }
+                };
+                assert_eq!(closed, Some(4003), "round {round}");
+            }
+        }
+        // Still dead a moment later (no request re-cached it).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_api_error(&token_holder.me().await.unwrap_err(), 401, "unauthorized");
+    }
+}
+
+#[tokio::test]
 async fn the_sixth_rapid_wrong_password_is_throttled_for_that_account_only() {
     let server = TestServer::spawn().await;
     server.users(["alice", "bob"]).await;
