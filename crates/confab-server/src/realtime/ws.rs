@@ -177,8 +177,9 @@ async fn run(socket: WebSocket, app: AppState, user: AuthUser, opened: super::fe
                     break Some((CLOSE_IDLE, "idle timeout"));
                 }
                 // A sign-out closes its streams at once; a session that ends by its expiry or
-                // by disuse ends them here.
-                if let Ok(false) = app.service.session_stands(&user.token_hash).await {
+                // by disuse ends them here. (Boxed: inlined, the check's state would be part of
+                // every idle connection's task.)
+                if let Ok(false) = Box::pin(app.service.session_stands(&user.token_hash)).await {
                     break Some((CLOSE_REVOKED, "session ended: sign in again"));
                 }
                 if !send(&mut sink, Message::Ping(Default::default())).await {
