@@ -84,8 +84,10 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
         });
         let state = AppState { service: service.clone(), net };
-        let router = api::router(state, max_body_bytes)
-            .layer(middleware::from_fn_with_state(draining.clone(), refuse_while_draining));
+        let refuse = draining.clone();
+        let router = api::router(state, max_body_bytes, move |routes| {
+            routes.layer(middleware::from_fn_with_state(refuse, refuse_while_draining))
+        });
         let tls = match &config.tls {
             Some((cert, key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)

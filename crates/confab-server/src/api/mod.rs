@@ -76,7 +76,13 @@ async fn healthz() -> Json<Health> {
 }
 
 /// The whole HTTP application. `max_body_bytes` bounds every request body.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The whole HTTP surface. `drain` (the 503 while shutting down) goes inside the security
+/// headers, so that answer carries them too.
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    drain: impl FnOnce(Router) -> Router,
+) -> Router {
     let hsts = state.net.tls;
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
@@ -112,67 +118,69 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         }
     };
 
-    api.route(
-        "/api/openapi.json",
-        get(move || {
-            let json = openapi_json.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
-        }),
-    )
-    .merge(crate::web::router())
-    .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
-    .method_not_allowed_fallback(|| async {
-        error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept that method",
+    let routes = api
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let json = openapi_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
+            }),
         )
-    })
-    .with_state(state)
-    .layer(DefaultBodyLimit::max(max_body_bytes))
-    // Cookie-authenticated browsers are protected from cross-site requests by Fetch Metadata
-    // and Origin checks; programs sending a bearer token send neither header and pass.
-    .layer(CsrfLayer::new().with_rejection_response(|_| {
-        error_response(StatusCode::FORBIDDEN, "forbidden", "cross-site request refused")
-    }))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    ))
-    // JSON and streams render nothing: forbid everything. The web client's pages set their own
-    // (still strict) policy, which this does not overwrite.
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("DENY"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        axum::http::HeaderName::from_static("permissions-policy"),
-        HeaderValue::from_static(
-            "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
-        ),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        axum::http::HeaderName::from_static("cross-origin-opener-policy"),
-        HeaderValue::from_static("same-origin"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::STRICT_TRANSPORT_SECURITY,
-        hsts.then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
-    ))
-    .layer(TraceLayer::new_for_http())
-    .layer(CatchPanicLayer::custom(panic_response))
+        .merge(crate::web::router())
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .with_state(state);
+    drain(routes)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Cookie-authenticated browsers are protected from cross-site requests by Fetch Metadata
+        // and Origin checks; programs sending a bearer token send neither header and pass.
+        .layer(CsrfLayer::new().with_rejection_response(|_| {
+            error_response(StatusCode::FORBIDDEN, "forbidden", "cross-site request refused")
+        }))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        // JSON and streams render nothing: forbid everything. The web client's pages set their own
+        // (still strict) policy, which this does not overwrite.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static(
+                "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            hsts.then(|| HeaderValue::from_static("max-age=31536000; includeSubDomains")),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
 }
 
 /// A panic is a bug: log it and answer the JSON 500, never a dropped connection.

@@ -432,6 +432,15 @@ async fn sigterm_answers_every_request_in_flight_and_closes_every_socket_with_a_
             "201" => created += 1,
             "503" => {
                 assert!(response.contains(r#""code":"unavailable""#), "JSON 503: {response}");
+                // The refusal carries the security headers of every other answer.
+                let head = response.to_ascii_lowercase();
+                for h in [
+                    "x-content-type-options: nosniff",
+                    "cache-control: no-store",
+                    "x-frame-options: deny",
+                ] {
+                    assert!(head.contains(h), "503 without {h}: {response}");
+                }
                 unavailable += 1;
             }
             _ => panic!("every in-flight request is answered 201 or a JSON 503, got: {response:?}"),
