@@ -38,7 +38,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir)
+        create_private_dir(&config.data_dir)
             .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
         let (hub, presence) = Hub::new(HubConfig {
             queue: config.connection_queue,
@@ -169,6 +169,16 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Creates the data folder (and its parents) if missing; a folder created here is readable by
+/// its owner only, as it holds the database. An existing folder keeps its permissions.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// While shutting down: answer 503 and ask the client to close the connection.
 async fn refuse_while_draining(
     State(draining): State<Arc<AtomicBool>>,
@@ -186,4 +196,26 @@ async fn refuse_while_draining(
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_data_folder_created_by_the_server_is_private_and_an_existing_one_is_kept() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let created = root.path().join("a/data");
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+
+        super::create_private_dir(&created).expect("created");
+        super::create_private_dir(root.path()).expect("existing");
+
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&created), 0o700);
+        assert_eq!(mode(root.path()), 0o755, "an existing folder keeps its permissions");
+    }
 }

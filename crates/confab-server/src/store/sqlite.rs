@@ -215,6 +215,8 @@ impl SqliteStore {
         sink: Arc<dyn EventSink>,
         keys: Option<Arc<Keyring>>,
     ) -> anyhow::Result<SqliteStore> {
+        restrict_to_owner(path)
+            .with_context(|| format!("restrict the permissions of {}", path.display()))?;
         let mut migrate = SqliteConnection::connect_with(&migrate_options(path))
             .await
             .with_context(|| format!("open SQLite database {}", path.display()))?;
@@ -307,6 +309,32 @@ fn path_of(url: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// The connection that applies migrations (and creates the file).
+/// Makes the database file (created empty here when missing) and its log files readable and
+/// writable by their owner only: they hold every message, and the password and session hashes.
+/// SQLite creates the log files with the database file's permissions.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            if Path::new(&file).exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn migrate_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)

@@ -257,6 +257,24 @@ async fn a_sign_out_racing_with_new_streams_leaves_no_stream_and_no_token_alive(
     }
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::spawn().await;
+    if server.database().is_some() {
+        return; // PostgreSQL keeps its own files
+    }
+    let alice = server.user("alice").await;
+    let notes = alice.create_group::<&str>("Notes", &[]).await.unwrap();
+    alice.send_text(&notes.id, "private").await.unwrap();
+
+    for name in ["confab.db", "confab.db-wal", "confab.db-shm"] {
+        let mode = std::fs::metadata(server.data_dir().join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
+    }
+}
+
 #[tokio::test]
 async fn the_sixth_rapid_wrong_password_is_throttled_for_that_account_only() {
     let server = TestServer::spawn().await;
