@@ -50,14 +50,16 @@ fn validate_password(password: &str) -> ServiceResult<()> {
 /// The username with look-alike characters folded together, lowercase: two usernames with the
 /// same skeleton (`alice` / `AL1CE`, `bob.smith` / `bob_smith`, `modern` / `rnodern`) would be
 /// mistaken for each other, so the second is refused. Must match the SQL expression in the
-/// migration `0004_security.sql`.
+/// migration `0006_username_skeleton.sql` (SQLite and PostgreSQL). Pairs fold towards the
+/// longer form (`m` to `rn`, `w` to `vv`): folding `vv` to `w` from the left made `vwx` and
+/// `vvvx` (both "vvvx" to the eye) differ.
 pub fn skeleton(username: &str) -> String {
     username
         .to_ascii_lowercase()
         .replace('0', "o")
         .replace(['1', 'i'], "l")
-        .replace("rn", "m")
-        .replace("vv", "w")
+        .replace('m', "rn")
+        .replace('w', "vv")
         .replace(['-', '.'], "_")
 }
 
@@ -399,6 +401,11 @@ mod tests {
         assert_eq!(skeleton("bob.smith"), skeleton("bob_smith"));
         assert_eq!(skeleton("modern"), skeleton("rnodern"));
         assert_eq!(skeleton("b0b"), skeleton("bob"));
+        // However the v's and w's line up.
+        assert_eq!(skeleton("vwx"), skeleton("vvvx"));
+        assert_eq!(skeleton("xwv"), skeleton("xvw"));
+        assert_eq!(skeleton("wvw"), skeleton("vvvvv"));
+        assert_eq!(skeleton("rnm"), skeleton("mrn"));
         assert_ne!(skeleton("alice"), skeleton("alicia"));
     }
 

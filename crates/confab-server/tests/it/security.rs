@@ -474,6 +474,12 @@ async fn look_alike_usernames_are_refused() {
     server.user("bob.smith").await;
     let err = server.client().register("bob_smith", PASSWORD).await.unwrap_err();
     assert_api_error(&err, 409, "conflict");
+    // v's and w's, however they line up ("vwx" and "vvvx" both read "vvvx").
+    for (first, second) in [("vwx", "vvvx"), ("xvw", "xwv"), ("mrn", "rnm")] {
+        server.user(first).await;
+        let err = server.client().register(second, PASSWORD).await.unwrap_err();
+        assert_api_error(&err, 409, "conflict");
+    }
 }
 
 #[tokio::test]
