@@ -13,7 +13,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use axum_server::accept::NoDelayAcceptor;
 use tokio::net::TcpListener;
 
@@ -131,23 +130,30 @@ impl App {
             tokio::time::sleep(drain).await;
         };
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            begin_drain.await;
+            stopper.graceful_shutdown(None);
+        });
+        let listener = self.listener.into_std().context("listener")?;
         let served = match self.tls {
-            None => axum::serve(self.listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(begin_drain)
-                .await
-                .context("serve"),
+            None => {
+                let mut server = axum_server::from_tcp(listener)
+                    .context("listener")?
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(handle);
+                server.http_builder().http1().header_read_timeout(SLOW_CLIENT_TIMEOUT);
+                server.first_request_timeout(SLOW_CLIENT_TIMEOUT).serve(app).await.context("serve")
+            }
             Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    begin_drain.await;
-                    stopper.graceful_shutdown(None);
-                });
-                let listener = self.listener.into_std().context("TLS listener")?;
-                axum_server::from_tcp_rustls(listener, tls)
+                let mut server = axum_server::from_tcp_rustls(listener, tls)
                     .context("TLS listener")?
                     .map(|rustls| rustls.acceptor(NoDelayAcceptor::new()))
-                    .handle(handle)
+                    .handle(handle);
+                server.http_builder().http1().header_read_timeout(SLOW_CLIENT_TIMEOUT);
+                server
+                    .first_request_timeout(SLOW_CLIENT_TIMEOUT)
                     .serve(app)
                     .await
                     .context("serve TLS")
@@ -159,15 +165,10 @@ impl App {
     }
 }
 
-/// Sends what is written right away. Without it (Nagle's algorithm) a small write waits while
-/// an earlier one is unacknowledged, and clients delay their acknowledgments by up to 40 ms:
-/// the second of two WebSocket frames in a row (a message after a typing stop, an `ack` after
-/// the sender's own copy) would arrive that much late.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-}
+/// How long a client may take to send a request's headers (and a new connection its first
+/// request) before the connection is closed: a client that sends slowly on purpose
+/// (slowloris) would otherwise hold a descriptor for as long as it likes.
+const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creates the data folder (and its parents) if missing; a folder created here is readable by
 /// its owner only, as it holds the database. An existing folder keeps its permissions.

@@ -26,6 +26,7 @@ use confab_proto::Health;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::csrf::CsrfLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -76,6 +77,9 @@ async fn healthz() -> Json<Health> {
 }
 
 /// The whole HTTP application. `max_body_bytes` bounds every request body.
+/// Longest time a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The whole HTTP surface. `drain` (the 503 while shutting down) goes inside the security
 /// headers, so that answer carries them too.
 pub fn router(
@@ -138,6 +142,9 @@ pub fn router(
         .with_state(state);
     drain(routes)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A body that trickles in (slowloris) fails instead of holding its connection; bodies
+        // here are small JSON, sent at once.
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         // Cookie-authenticated browsers are protected from cross-site requests by Fetch Metadata
         // and Origin checks; programs sending a bearer token send neither header and pass.
         .layer(CsrfLayer::new().with_rejection_response(|_| {

@@ -276,6 +276,39 @@ async fn the_database_files_are_readable_by_their_owner_only() {
 }
 
 #[tokio::test]
+async fn clients_that_send_too_slowly_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::spawn().await;
+    let alice = server.user("alice").await;
+    let addr = server.base_url().trim_start_matches("http://").to_owned();
+    let conv = alice.create_group::<&str>("Notes", &[]).await.unwrap();
+    let token = alice.token().unwrap().to_owned();
+    // Headers that never end, a body that never comes, and a connection that says nothing.
+    let mut half_headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half_headers.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut half_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/conversations/{}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"content\":",
+        conv.id
+    );
+    half_body.write_all(head.as_bytes()).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+
+    for (name, stream) in
+        [("headers", &mut half_headers), ("body", &mut half_body), ("silence", &mut silent)]
+    {
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "a slow client ({name}) holds its connection");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{name}: {answer}");
+    }
+    assert_eq!(history(&alice, &conv.id).await.len(), 0, "the half-sent message was not stored");
+}
+
+#[tokio::test]
 async fn the_sixth_rapid_wrong_password_is_throttled_for_that_account_only() {
     let server = TestServer::spawn().await;
     server.users(["alice", "bob"]).await;
