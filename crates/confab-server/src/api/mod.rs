@@ -76,12 +76,11 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
-/// The whole HTTP application. `max_body_bytes` bounds every request body.
 /// Longest time a request body may take to arrive.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The whole HTTP surface. `drain` (the 503 while shutting down) goes inside the security
-/// headers, so that answer carries them too.
+/// The whole HTTP application. `max_body_bytes` bounds every request body; `drain` (the 503
+/// while shutting down) goes inside the security headers, so that answer carries them too.
 pub fn router(
     state: AppState,
     max_body_bytes: usize,

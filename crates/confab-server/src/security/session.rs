@@ -89,6 +89,13 @@ struct Entries {
     removals: u64,
 }
 
+impl CachedSession {
+    /// Neither expired nor unused for longer than `idle_ms`, at `now`.
+    pub fn is_live(&self, now: i64, idle_ms: i64) -> bool {
+        self.expires_at_ms > now && now - self.last_used_ms <= idle_ms
+    }
+}
+
 impl SessionCache {
     pub fn new(capacity: usize) -> SessionCache {
         SessionCache { capacity, entries: Mutex::default() }
@@ -106,7 +113,7 @@ impl SessionCache {
         let Some(s) = entries.sessions.get_mut(hash) else {
             return Lookup::NotCached;
         };
-        if s.expires_at_ms <= now || now - s.last_used_ms > idle_ms {
+        if !s.is_live(now, idle_ms) {
             entries.sessions.remove(hash);
             entries.removals += 1;
             return Lookup::Ended;
@@ -122,10 +129,7 @@ impl SessionCache {
     /// Whether the cached session for `hash` is current (not expired, not idle too long),
     /// without marking it used; `None` when it is not cached.
     pub fn is_current(&self, hash: &str, idle_ms: i64) -> Option<bool> {
-        let now = now_ms();
-        let entries = self.lock();
-        let s = entries.sessions.get(hash)?;
-        Some(s.expires_at_ms > now && now - s.last_used_ms <= idle_ms)
+        Some(self.lock().sessions.get(hash)?.is_live(now_ms(), idle_ms))
     }
 
     /// The removal count, to pass to [`SessionCache::insert_unless_removed_since`] after a
@@ -147,15 +151,15 @@ impl SessionCache {
         if entries.removals != removals {
             return false;
         }
-        if entries.sessions.len() >= self.capacity {
-            entries.sessions.clear();
-        }
-        entries.sessions.insert(hash, session);
+        self.put(&mut entries, hash, session);
         true
     }
 
     pub fn insert(&self, hash: String, session: CachedSession) {
-        let mut entries = self.lock();
+        self.put(&mut self.lock(), hash, session);
+    }
+
+    fn put(&self, entries: &mut Entries, hash: String, session: CachedSession) {
         if entries.sessions.len() >= self.capacity {
             entries.sessions.clear();
         }

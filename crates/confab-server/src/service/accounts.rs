@@ -253,13 +253,10 @@ impl Service {
     /// Whether the session `hash` still stands: not signed out, expired or idle too long. For
     /// open streams, which check it now and then; not a use of the session.
     pub async fn session_stands(&self, hash: &str) -> ServiceResult<bool> {
-        let idle = self.limits.session_idle_ms;
-        if let Some(current) = self.sessions.is_current(hash, idle) {
-            return Ok(current);
+        if let Some(live) = self.sessions.is_current(hash, self.limits.session_idle_ms) {
+            return Ok(live);
         }
-        let now = now_ms();
-        let record = self.store.session(hash).await?;
-        Ok(record.is_some_and(|r| r.expires_at_ms > now && now - r.last_used_at_ms <= idle))
+        Ok(self.stored_session(hash).await?.is_some())
     }
 
     fn end_sessions(&self, user_id: &str, hashes: &[String]) {
