@@ -195,15 +195,12 @@ export class Realtime {
 
   async retry() {
     if (this.stopped) return;
-    if (this.failures > 0 && this.transport !== "poll" && !(await api.healthy())) {
-      // The server is down or restarting: that explains the failure, which then says nothing
-      // about the transport. Only failures while the server answers lead to a fallback.
-      this.failures = 0;
-    }
-    if (this.stopped) return;
-    if (this.failures >= FAILURES_BEFORE_FALLBACK && this.transport !== "poll") {
-      // Only fall back when the server answers: a server that is down explains the failures.
-      if (await api.healthy()) {
+    if (this.failures > 0 && this.transport !== "poll") {
+      if (!(await api.healthy())) {
+        // The server is down or restarting: that explains the failure, which then says nothing
+        // about the transport. Only failures while the server answers lead to a fallback.
+        this.failures = 0;
+      } else if (this.failures >= FAILURES_BEFORE_FALLBACK) {
         const me = await fetch("/api/me", { cache: "no-store" }).catch(() => null);
         if (me && me.status === 401) {
           this.handlers.onAuthLost();
@@ -213,6 +210,8 @@ export class Realtime {
         this.failures = 0;
       }
     }
+    if (this.stopped) return;
     this.connect();
   }
+
 }
