@@ -57,6 +57,9 @@ const READER_CACHE_KIB: i64 = 8 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
 /// The log length (in pages) at which the writer checkpoints in its own commit.
 const WRITER_CHECKPOINT_PAGES: i64 = 8192;
+/// Events between two fillings of the event log's index tables (migration 0007): the most a
+/// replay scans of the log's end.
+const INDEX_EVENTS_EVERY: i64 = 512;
 /// Prepared statements kept per connection: every statement of this file fits.
 const STATEMENT_CACHE: usize = 128;
 
@@ -356,7 +359,11 @@ fn open_connection(path: &Path, synchronous_full: Option<bool>) -> anyhow::Resul
         .with_context(|| format!("open SQLite database {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
+    // Sorts and statement journals stay in memory instead of files created and unlinked for
+    // each (the writer's filing of the event index is an `INSERT … SELECT`).
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
+    )?;
     // Pages come from a shared memory map instead of a copy per read, and the writer keeps
     // the index pages its inserts land on in a larger cache (both grow only as used).
     if synchronous_full.is_none() {
@@ -661,6 +668,51 @@ fn message_on(conn: &Connection, codec: &Codec, message_id: &str) -> StoreResult
     open_row(codec, row.ok_or(StoreError::NotFound)?)
 }
 
+/// The events after `?2` that user `?1` may replay: those of the conversations they were a
+/// member of while the event happened, but not those meant for someone else. Filed events are
+/// found through `event_index`, the newer ones by scanning the log's end (`CROSS JOIN` keeps
+/// that scan outermost: once, not once per conversation of the user).
+const VISIBLE_EVENTS: &str = "
+    SELECT e.id, e.type, e.payload FROM memberships s
+      JOIN event_index x ON x.conversation_id = s.conversation_id
+      JOIN events e ON e.id = x.id
+     WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
+       AND x.id > ?2 AND x.id >= s.from_event AND (s.to_event IS NULL OR x.id <= s.to_event)
+       AND (e.audience IS NULL OR e.audience = ?1)
+    UNION ALL
+    SELECT e.id, e.type, e.payload FROM events e
+      CROSS JOIN memberships s ON s.conversation_id = e.conversation_id AND s.user_id = ?1
+     WHERE e.id > MAX(?2, (SELECT indexed FROM event_log WHERE id = 1))
+       AND e.id >= s.from_event AND (s.to_event IS NULL OR e.id <= s.to_event)
+       AND (e.audience IS NULL OR e.audience = ?1)";
+
+/// Files the events not yet in `event_index` and `event_refs` there (see migration 0007): in
+/// the commit of every [`INDEX_EVENTS_EVERY`]th event, and before anything looks events up by
+/// message. A replay finds the newer ones by scanning the log's end.
+fn index_events(conn: &Connection) -> StoreResult<()> {
+    execute(
+        conn,
+        "INSERT INTO event_index (conversation_id, id)
+         SELECT conversation_id, id FROM events
+          WHERE id > (SELECT indexed FROM event_log WHERE id = 1)",
+        [],
+    )?;
+    execute(
+        conn,
+        "INSERT INTO event_refs (ref_id, id)
+         SELECT ref_id, id FROM events
+          WHERE id > (SELECT indexed FROM event_log WHERE id = 1) AND ref_id IS NOT NULL",
+        [],
+    )?;
+    execute(
+        conn,
+        "UPDATE event_log SET indexed = MAX(indexed, COALESCE((SELECT MAX(id) FROM events), 0))
+          WHERE id = 1",
+        [],
+    )?;
+    Ok(())
+}
+
 /// Appends `event` to the log in the current transaction and queues it for delivery after the
 /// commit. `ref_id` names the message whose content the payload holds (to erase on delete).
 fn emit(
@@ -688,6 +740,9 @@ fn emit(
     )?;
     // The row just inserted: one connection, one writer (no RETURNING, see insert_message).
     let id = tx.conn.last_insert_rowid();
+    if id % INDEX_EVENTS_EVERY == 0 {
+        index_events(&tx.conn)?;
+    }
     let mut recipients = match audience {
         Audience::Only(user) => vec![user.to_owned()],
         Audience::Members | Audience::MembersAnd(_) => all(
@@ -1399,6 +1454,7 @@ impl Store for SqliteStore {
                 }
                 // Earlier events carried the old text: they get the new one, so an edit keeps
                 // no old version anywhere.
+                index_events(&tx.conn)?;
                 execute(
                     &tx.conn,
                     "UPDATE events SET payload = CASE
@@ -1409,7 +1465,7 @@ impl Store for SqliteStore {
                         WHEN type IN ('participant_added', 'participant_removed') THEN
                             json_set(payload, '$.conversation.last_message.content', ?2)
                         ELSE payload END
-                      WHERE ref_id = ?1",
+                      WHERE id IN (SELECT id FROM event_refs WHERE ref_id = ?1)",
                     params![id, stored],
                 )?;
                 let message = message_on(&tx.conn, &tx.codec, &id)?;
@@ -1431,6 +1487,7 @@ impl Store for SqliteStore {
                     "UPDATE messages SET content = '', deleted = 1 WHERE id = ?1",
                     [&id],
                 )?;
+                index_events(&tx.conn)?;
                 execute(
                     &tx.conn,
                     "UPDATE events SET payload = CASE
@@ -1443,7 +1500,7 @@ impl Store for SqliteStore {
                             json_set(payload, '$.conversation.last_message.content', '',
                                      '$.conversation.last_message.deleted', json('true'))
                         ELSE payload END
-                      WHERE ref_id = ?1",
+                      WHERE id IN (SELECT id FROM event_refs WHERE ref_id = ?1)",
                     [&id],
                 )?;
                 let message = message_on(&tx.conn, &tx.codec, &id)?;
@@ -1493,13 +1550,7 @@ impl Store for SqliteStore {
         self.read(move |conn, codec| {
             let rows: Vec<(i64, String, String)> = all(
                 conn,
-                "SELECT e.id, e.type, e.payload FROM memberships s
-                   JOIN events e ON e.conversation_id = s.conversation_id
-                  WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
-                    AND e.id > ?2 AND e.id >= s.from_event
-                    AND (s.to_event IS NULL OR e.id <= s.to_event)
-                    AND (e.audience IS NULL OR e.audience = ?1)
-                  ORDER BY e.id LIMIT ?3",
+                &format!("SELECT id, type, payload FROM ({VISIBLE_EVENTS}) ORDER BY id LIMIT ?3"),
                 params![user, after, limit],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
@@ -1530,13 +1581,7 @@ impl Store for SqliteStore {
         self.read(move |conn, _| {
             one(
                 conn,
-                "SELECT COUNT(*) FROM (SELECT 1 FROM memberships s
-                       JOIN events e ON e.conversation_id = s.conversation_id
-                      WHERE s.user_id = ?1 AND (s.to_event IS NULL OR s.to_event > ?2)
-                        AND e.id > ?2 AND e.id >= s.from_event
-                        AND (s.to_event IS NULL OR e.id <= s.to_event)
-                        AND (e.audience IS NULL OR e.audience = ?1)
-                      LIMIT ?3)",
+                &format!("SELECT COUNT(*) FROM ({VISIBLE_EVENTS} LIMIT ?3)"),
                 params![user, after, cap],
                 |r| r.get(0),
             )
@@ -1554,10 +1599,24 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )?;
                 let Some(newest) = newest else { return Ok(0) };
+                // The index tables' entries go first, found through the events they name.
+                execute(
+                    &tx.conn,
+                    "DELETE FROM event_index WHERE id <= ?1 AND conversation_id IN
+                        (SELECT DISTINCT conversation_id FROM events WHERE id <= ?1)",
+                    [newest],
+                )?;
+                execute(
+                    &tx.conn,
+                    "DELETE FROM event_refs WHERE id <= ?1 AND ref_id IN
+                        (SELECT ref_id FROM events WHERE id <= ?1 AND ref_id IS NOT NULL)",
+                    [newest],
+                )?;
                 let done = execute(&tx.conn, "DELETE FROM events WHERE id <= ?1", [newest])?;
                 execute(
                     &tx.conn,
-                    "UPDATE event_log SET floor = MAX(floor, ?1) WHERE id = 1",
+                    "UPDATE event_log SET floor = MAX(floor, ?1), indexed = MAX(indexed, ?1)
+                      WHERE id = 1",
                     [newest],
                 )?;
                 execute(

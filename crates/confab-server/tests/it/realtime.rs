@@ -250,6 +250,62 @@ async fn a_long_poll_client_gets_every_missed_message_once_across_polls() {
     assert_eq!(empty.cursor, cursor);
 }
 
+/// The messages `user` replays from `cursor` to the head, by long-polling.
+async fn replayed_messages(user: &TestUser, cursor: &str) -> Vec<Message> {
+    let (mut cursor, mut got) = (cursor.to_owned(), Vec::new());
+    loop {
+        let answer = user.poll_events(Some(&cursor), 0).await.unwrap();
+        if answer.events.is_empty() {
+            return got;
+        }
+        for frame in answer.events {
+            if let Ok(Event::NewMessage(m)) = frame.event() {
+                got.push(m);
+            }
+        }
+        cursor = answer.cursor;
+    }
+}
+
+#[tokio::test]
+async fn a_long_replay_is_whole_and_carries_edits_and_deletes_across_restarts() {
+    // Enough events that the log's index tables are filled more than once (every 512 events
+    // on SQLite) and some are left after the last filling; another conversation's events are
+    // interleaved with Bob's.
+    let mut server = TestServer::spawn_with(|c| c.rates.send_per_user = None).await;
+    let [alice, bob, carol] = server.users(["alice", "bob", "carol"]).await;
+    let ours = alice.create_direct(bob.id()).await.unwrap();
+    let theirs = alice.create_direct(carol.id()).await.unwrap();
+    let start = bob.poll_events(None, 0).await.unwrap().cursor;
+    let mut sent = Vec::new();
+    for i in 1..=600 {
+        sent.push(alice.send_text(&ours.id, &format!("ours {i}")).await.unwrap());
+        alice.send_text(&theirs.id, &format!("theirs {i}")).await.unwrap();
+    }
+    alice.edit_message(&sent[2].id, "edited early").await.unwrap();
+    alice.delete_message(&sent[4].id).await.unwrap();
+    alice.delete_message(&sent[599].id).await.unwrap();
+    // Edits and deletes file every event before them; these are left unfiled.
+    sent.extend(send_numbered(&alice.client, &ours.id, 10).await);
+
+    for round in ["before a restart", "after a restart"] {
+        let bob = server.reconnect(&bob);
+        let got = replayed_messages(&bob, &start).await;
+        let seqs: Vec<i64> = got.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=610).collect::<Vec<i64>>(), "{round}: Bob's messages, each once");
+        assert_eq!(got[0].content, "ours 1", "{round}");
+        assert_eq!(got[2].content, "edited early", "{round}: the edit reached the old event");
+        for deleted in [4, 599] {
+            assert!(got[deleted].deleted && got[deleted].content.is_empty(), "{round}: {deleted}");
+        }
+        assert_eq!(got[598].content, "ours 599", "{round}");
+        assert_eq!(got[609].content, "message 10", "{round}");
+        if round == "before a restart" {
+            server.restart().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_poll_timeout_beyond_64_bits_is_the_longest_wait_not_an_error() {
     let server = TestServer::spawn().await;
