@@ -19,6 +19,12 @@ pub fn endpoint(server: &Server, user: &BenchUser, rooms: &[&str]) -> Endpoint {
     }
 }
 
+/// A new client id for a send, random as the web client's (`crypto.randomUUID()`): its place
+/// in the server's index of client ids is random too, as it is for real clients.
+pub fn client_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Posts messages as one user: Confab's `POST /api/conversations/{id}/messages` through the
 /// SDK, or the ceiling's `POST /send/{room}` with the same body.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use crate::preload::{BenchUser, Preload};
 use crate::procs::Server;
 use crate::sockets::{Recorder, connect_all, content, listen_all, stop_all};
 use crate::stats::{Progress, ProgressLine, histogram, record, summary};
-use crate::target::{Poster, endpoint, send_over};
+use crate::target::{Poster, client_id, endpoint, send_over};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SendArgs {
@@ -222,12 +222,11 @@ async fn drive(
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut local = histogram();
-            let mut n = 0u64;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let at_us = start.elapsed().as_micros() as u64;
                 Progress::add(&progress.sent, 1);
-                let (body, client_id) = (content(0, at_us), format!("{i}-{n}"));
+                let (body, client_id) = (content(0, at_us), client_id());
                 let sent = match socket.as_mut() {
                     Some(ws) => send_over(ws, &conversation, body, client_id).await,
                     None => poster.post(&conversation, body, client_id).await,
@@ -239,7 +238,6 @@ async fn drive(
                     }
                     Err(_) => Progress::add(&progress.errors, 1),
                 }
-                n += 1;
             }
             if let Some(mut ws) = socket {
                 let _ = ws.close(None).await;

@@ -16,7 +16,7 @@ use crate::preload::{BenchUser, Preload};
 use crate::procs::Server;
 use crate::sockets::{Recorder, connect_all, content, listen_all, stop_all};
 use crate::stats::{Progress, ProgressLine, histogram, record, summary};
-use crate::target::{Poster, endpoint};
+use crate::target::{Poster, client_id, endpoint};
 
 /// Most sends waiting for their acknowledgement at once; past it, sends start late (and the
 /// lateness is in their latency).
@@ -141,7 +141,7 @@ async fn drive(server: &Server, world: &World, args: &SteadyArgs) -> anyhow::Res
     let posters: Vec<Poster> = world.senders.iter().map(|u| Poster::new(server, u)).collect();
 
     let mut rows = Vec::new();
-    for (step, &rate) in args.rate.iter().enumerate() {
+    for &rate in &args.rate {
         let total = (rate * args.seconds).round() as u64;
         let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
         let delivered_before = progress.delivered.load(Ordering::Relaxed);
@@ -178,8 +178,7 @@ async fn drive(server: &Server, world: &World, args: &SteadyArgs) -> anyhow::Res
                 runtime.spawn(async move {
                     let began = Instant::now();
                     Progress::add(&progress.sent, 1);
-                    let sent =
-                        poster.post(&conversation, content(0, at_us), format!("s{step}-{k}")).await;
+                    let sent = poster.post(&conversation, content(0, at_us), client_id()).await;
                     let done = Instant::now();
                     match sent {
                         Ok(()) => {
