@@ -60,8 +60,6 @@ const WRITER_CHECKPOINT_PAGES: i64 = 8192;
 /// Events between two fillings of the event log's index tables (migration 0007): the most a
 /// replay scans of the log's end.
 const INDEX_EVENTS_EVERY: i64 = 512;
-/// Unfiled events the writer files when it has nothing else to do.
-const FILE_WHEN_IDLE: i64 = 64;
 /// Prepared statements kept per connection: every statement of this file fits.
 const STATEMENT_CACHE: usize = 128;
 
@@ -245,9 +243,7 @@ impl SqliteStore {
         .await??;
         let instance: Arc<str> = instance.into();
         let codec = Codec::new(keys);
-        let idle = Box::new(file_when_idle);
-        let (writer, stopped) =
-            Writer::spawn(write_conn, instance.clone(), codec.clone(), sink, Some(idle))?;
+        let (writer, stopped) = Writer::spawn(write_conn, instance.clone(), codec.clone(), sink)?;
         // Started last: if it fails, dropping the writer ends the writer thread.
         let checkpointer = Checkpointer::spawn(path)?;
         Ok(SqliteStore {
@@ -715,29 +711,6 @@ fn index_events(conn: &Connection) -> StoreResult<()> {
         [],
     )?;
     Ok(())
-}
-
-/// The writer's work between batches: it files the unfiled events once there are
-/// [`FILE_WHEN_IDLE`] of them, in a transaction of its own, so that under a moderate load the
-/// filings are small and fall where no send waits for them.
-fn file_when_idle(conn: &Connection) -> anyhow::Result<()> {
-    let unfiled: i64 = conn.query_row(
-        "SELECT COALESCE((SELECT MAX(id) FROM events), 0) - indexed FROM event_log WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )?;
-    if unfiled < FILE_WHEN_IDLE {
-        return Ok(());
-    }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let filed = index_events(conn).map_err(anyhow::Error::from).and_then(|()| {
-        conn.execute_batch("COMMIT")?;
-        Ok(())
-    });
-    if filed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    filed
 }
 
 /// Appends `event` to the log in the current transaction and queues it for delivery after the

@@ -314,10 +314,6 @@ pub mod blocking {
 
     type Command = Option<Box<dyn Job>>;
 
-    /// Work the writer does when no write is waiting, outside any batch's transaction (it
-    /// opens its own if it needs one).
-    pub type Idle = Box<dyn FnMut(&Connection) -> anyhow::Result<()> + Send>;
-
     #[derive(Clone)]
     pub struct Writer {
         tx: mpsc::Sender<Command>,
@@ -332,7 +328,6 @@ pub mod blocking {
             instance: Arc<str>,
             codec: Codec,
             sink: Arc<dyn EventSink>,
-            idle: Option<Idle>,
         ) -> anyhow::Result<(Writer, oneshot::Receiver<()>)> {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let (stopped_tx, stopped) = oneshot::channel();
@@ -340,8 +335,7 @@ pub mod blocking {
             std::thread::Builder::new()
                 .name("confab-sqlite-writer".into())
                 .spawn(move || {
-                    let tx = Tx { conn, instance, codec, events: Vec::new() };
-                    run(tx, finished_tx, rx, idle);
+                    run(Tx { conn, instance, codec, events: Vec::new() }, finished_tx, rx);
                 })
                 .context("start the SQLite writer thread")?;
             tokio::spawn(async move {
@@ -415,26 +409,11 @@ pub mod blocking {
         mut tx: Tx<Connection>,
         finished: mpsc::UnboundedSender<Finished>,
         mut rx: mpsc::Receiver<Command>,
-        mut idle: Option<Idle>,
     ) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
-        let mut warned = false;
         while !closing {
-            let first = match rx.try_recv() {
-                Ok(command) => command,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Some(idle) = idle.as_mut()
-                        && let Err(e) = idle(&tx.conn)
-                        && !std::mem::replace(&mut warned, true)
-                    {
-                        tracing::warn!(error = ?e, "the writer's idle work failed");
-                    }
-                    let Some(command) = rx.blocking_recv() else { break };
-                    command
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
+            let Some(first) = rx.blocking_recv() else { break };
             let mut next = Some(first);
             while let Some(command) = next {
                 match command {
@@ -600,33 +579,6 @@ mod tests {
         assert_eq!(run.stored, [1, 3]);
     }
 
-    #[tokio::test]
-    async fn the_writer_does_its_idle_work_once_no_write_waits() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let conn = Connection::open(dir.path().join("idle.db")).expect("open");
-        conn.execute_batch("CREATE TABLE t (n INTEGER)").expect("schema");
-        let (idled, idle_runs) = std::sync::mpsc::channel::<i64>();
-        let idle: super::blocking::Idle = Box::new(move |conn| {
-            let stored = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
-            let _ = idled.send(stored);
-            Ok(())
-        });
-        let (writer, stopped) =
-            Writer::spawn(conn, "test".into(), Codec::default(), Arc::new(Nowhere), Some(idle))
-                .expect("spawn");
-        writer.write(insert(1, Outcome::Commits, Arc::default())).await.expect("write");
-
-        // Run after the write's commit: it sees the row. (The bound only keeps a broken
-        // writer from hanging the test.)
-        let seen = tokio::task::spawn_blocking(move || {
-            let bound = std::time::Duration::from_secs(60);
-            std::iter::from_fn(|| idle_runs.recv_timeout(bound).ok()).find(|&stored| stored == 1)
-        });
-        assert_eq!(seen.await.expect("join"), Some(1));
-        writer.close().await;
-        stopped.await.expect("stopped");
-    }
-
     /// Writes 1, 2 and 3 in one batch, the second with `middle`'s outcome.
     async fn batch_of_three(middle: Outcome) -> BatchRun {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -635,8 +587,7 @@ mod tests {
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
             .expect("schema");
         let (writer, stopped) =
-            Writer::spawn(conn, "test".into(), Codec::default(), Arc::new(Nowhere), None)
-                .expect("spawn");
+            Writer::spawn(conn, "test".into(), Codec::default(), Arc::new(Nowhere)).expect("spawn");
 
         // A first write holds the writer until the three below are queued: they make one batch.
         let (started_tx, started) = std::sync::mpsc::channel::<()>();
