@@ -454,6 +454,8 @@ struct Statements {
     page_descending: String,
     page_ascending: String,
     conversation_row: String,
+    events_for: String,
+    count_events_for: String,
 }
 
 static SQL: LazyLock<Statements> = LazyLock::new(|| {
@@ -492,6 +494,8 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| {
         page_descending: page("DESC"),
         page_ascending: page("ASC"),
         conversation_row: positional(CONVERSATION_ROW),
+        events_for: format!("SELECT id, type, payload FROM ({VISIBLE_EVENTS}) ORDER BY id LIMIT ?3"),
+        count_events_for: format!("SELECT COUNT(*) FROM ({VISIBLE_EVENTS} LIMIT ?3)"),
     }
 });
 
@@ -1548,12 +1552,10 @@ impl Store for SqliteStore {
         let user = user_id.to_owned();
         let instance = self.instance.clone();
         self.read(move |conn, codec| {
-            let rows: Vec<(i64, String, String)> = all(
-                conn,
-                &format!("SELECT id, type, payload FROM ({VISIBLE_EVENTS}) ORDER BY id LIMIT ?3"),
-                params![user, after, limit],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+            let rows: Vec<(i64, String, String)> =
+                all(conn, &SQL.events_for, params![user, after, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
             rows.into_iter()
                 .map(|(id, kind, payload)| {
                     let payload = codec.open_payload(payload)?;
@@ -1579,12 +1581,7 @@ impl Store for SqliteStore {
     async fn count_events_for(&self, user_id: &str, after: i64, cap: i64) -> StoreResult<i64> {
         let user = user_id.to_owned();
         self.read(move |conn, _| {
-            one(
-                conn,
-                &format!("SELECT COUNT(*) FROM ({VISIBLE_EVENTS} LIMIT ?3)"),
-                params![user, after, cap],
-                |r| r.get(0),
-            )
+            one(conn, &SQL.count_events_for, params![user, after, cap], |r| r.get(0))
         })
         .await
     }
