@@ -4,7 +4,9 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
+import { ConfabServer } from "./server.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ARTIFACTS = path.resolve(here, "../artifacts");
@@ -17,6 +19,25 @@ export function launchBrowser() {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"],
+  });
+}
+
+/**
+ * One server and one browser for the test file that calls this: started before its first test,
+ * closed after its last. `use` receives them once they are up.
+ * @param {(server: ConfabServer, browser: import("playwright-core").Browser) => void} use
+ */
+export function useServerAndBrowser(use) {
+  /** @type {ConfabServer | undefined} */ let server;
+  /** @type {import("playwright-core").Browser | undefined} */ let browser;
+  before(async () => {
+    server = await ConfabServer.start();
+    browser = await launchBrowser();
+    use(server, browser);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.dispose();
   });
 }
 

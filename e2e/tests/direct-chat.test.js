@@ -1,24 +1,14 @@
 // Two people in two browser contexts: sign up, start a direct chat, exchange messages live,
 // see typing, delivery/read receipts and unread badges, and an XSS attempt stays plain text.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
+import { test } from "node:test";
 import {
-  launchBrowser, openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually,
+  openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually, useServerAndBrowser
 } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 test("sign-up form explains a password that is too short", async () => {
   const { page, context } = await openUser(browser, server.url, "", { signUp: false });

@@ -2,22 +2,12 @@
 // device, a message or an edit the server refuses, what sign-out leaves behind, and a text
 // selection that must survive events of other conversations.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually, apiUser } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually, apiUser, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 /** Another device of a user who signed up in the browser: a bearer session of its own. */
 async function otherDevice(username, password = "correct horse battery") {

@@ -1,21 +1,11 @@
 // A three-person group: created through the UI, everyone talks, members are listed, one leaves.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, uniqueName, openConversation, sendText, waitForMessage, screenshot, eventually } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, uniqueName, openConversation, sendText, waitForMessage, screenshot, eventually, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 test("three people talk in a group, and one leaves", async () => {
   const alice = await openUser(browser, server.url, uniqueName("alice"));

@@ -1,22 +1,12 @@
 // Long history: a reload keeps it, and scrolling up loads older pages while the message that
 // was on screen stays on screen (no jump).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, uniqueName, apiUser, signIn, openConversation, waitForMessage, screenshot, eventually } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, uniqueName, apiUser, signIn, openConversation, waitForMessage, screenshot, eventually, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 test("reload keeps history and scrolling up loads older pages without jumping", async () => {
   const ann = await apiUser(server.url, uniqueName("ann"));

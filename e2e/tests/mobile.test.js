@@ -1,22 +1,12 @@
 // A 375 px phone screen: one pane at a time with navigation between list and chat, nothing
 // wider than the screen, and chatting works. Uses the dark theme to cover it too.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, uniqueName, apiUser, openConversation, sendText, waitForMessage, screenshot } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, uniqueName, apiUser, openConversation, sendText, waitForMessage, screenshot, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 async function assertNoHorizontalOverflow(page) {
   const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));

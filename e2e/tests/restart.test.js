@@ -1,22 +1,12 @@
 // The server restarts mid-conversation: the client shows it is offline, queues what is typed
 // meanwhile, reconnects and resumes, and no message is lost or shown twice.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, screenshot, eventually, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 async function countOf(page, text) {
   return page.getByTestId("message-text").getByText(text, { exact: true }).count();

@@ -1,22 +1,12 @@
 // Signed-in devices: the settings dialog lists them, and signing the others out from one
 // device sends the other back to the sign-in screen at once (its socket is closed).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, signIn, uniqueName, screenshot, eventually } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, signIn, uniqueName, screenshot, eventually, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 test("settings list the signed-in devices and sign the others out", async () => {
   const name = uniqueName("alice");

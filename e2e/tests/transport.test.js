@@ -1,22 +1,12 @@
 // When WebSockets cannot connect while the server is up (a proxy that blocks upgrades), the
 // client falls back to Server-Sent Events and messages still arrive live.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, openUser, signUp, uniqueName, startDirectChat, openConversation, sendText, waitForMessage } from "../lib/harness.js";
+import { test } from "node:test";
+import { openUser, signUp, uniqueName, startDirectChat, openConversation, sendText, waitForMessage, useServerAndBrowser } from "../lib/harness.js";
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 test("without WebSockets the client falls back to SSE and stays live", async () => {
   const alice = await openUser(browser, server.url, uniqueName("alice"));

@@ -7,9 +7,8 @@
 // page ever adds, even briefly.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { after, before, test } from "node:test";
-import { ConfabServer } from "../lib/server.js";
-import { launchBrowser, apiUser, signIn, uniqueName, screenshot, eventually, WAIT } from "../lib/harness.js";
+import { test } from "node:test";
+import { apiUser, signIn, uniqueName, screenshot, eventually, WAIT, useServerAndBrowser } from "../lib/harness.js";
 
 const corpus = JSON.parse(readFileSync(new URL("../xss-payloads.json", import.meta.url), "utf8"));
 /** @type {{name: string, payload: string}[]} */
@@ -20,18 +19,9 @@ const byName = (name) => {
   return p.payload;
 };
 
-/** @type {ConfabServer} */ let server;
+/** @type {import("../lib/server.js").ConfabServer} */ let server;
 /** @type {import("playwright-core").Browser} */ let browser;
-
-before(async () => {
-  server = await ConfabServer.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.dispose();
-});
+useServerAndBrowser((s, b) => ([server, browser] = [s, b]));
 
 /** Runs in the page before any of its scripts: records CSP violations and injected markup. */
 function watchPage() {
