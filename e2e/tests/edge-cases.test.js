@@ -67,13 +67,19 @@ test("a message the server refuses stays where it was written, without a retry t
   assert.deepEqual(alice.errors, []);
 });
 
-test("an edit the server refuses keeps its text in the composer", async () => {
+/** Alice in the browser, in a direct chat with Bob (over the API), with `text` sent and stored. */
+async function ownSentMessage(text) {
   const alice = await openUser(browser, server.url, uniqueName("alice"));
   const bob = await apiUser(server.url, uniqueName("bob"));
   await startDirectChat(alice.page, bob.username);
-  await sendText(alice.page, "Short and sweet");
-  const own = await waitForMessage(alice.page, "Short and sweet");
+  await sendText(alice.page, text);
+  const own = await waitForMessage(alice.page, text);
   await eventually(async () => assert.ok(["sent", "delivered", "read"].includes((await own.getAttribute("data-status")) ?? "")));
+  return { alice, own };
+}
+
+test("an edit the server refuses keeps its text in the composer", async () => {
+  const { alice, own } = await ownSentMessage("Short and sweet");
 
   await own.hover();
   await own.getByTestId("edit-button").click();
@@ -123,12 +129,7 @@ test("a text selection in the open chat survives events of other conversations",
 });
 
 test("deleting a message with the keyboard leaves the focus on it, not on the page", async () => {
-  const alice = await openUser(browser, server.url, uniqueName("alice"));
-  const bob = await apiUser(server.url, uniqueName("bob"));
-  await startDirectChat(alice.page, bob.username);
-  await sendText(alice.page, "Delete me with the keyboard");
-  const own = await waitForMessage(alice.page, "Delete me with the keyboard");
-  await eventually(async () => assert.ok(["sent", "delivered", "read"].includes((await own.getAttribute("data-status")) ?? "")));
+  const { alice, own } = await ownSentMessage("Delete me with the keyboard");
 
   const row = alice.page.locator(`[data-key="${await own.getAttribute("data-key")}"]`);
 
