@@ -9,10 +9,13 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 cargo build --release --locked -p confab-server -p confab-bench
 bench="${CARGO_TARGET_DIR:-target}/release/confab-bench"
+server="${CARGO_TARGET_DIR:-target}/release/confab"
+scratch="$(mktemp)"
+trap 'rm -f "$scratch"' EXIT
 for sync in full normal; do
   for senders in 1 16 64; do
-    "$bench" send --sync "$sync" --senders "$senders" \
-      --receivers "$(( senders < 16 ? senders : 16 ))" --seconds "$seconds" | tee /tmp/confab-bench.out
-    tail -n 1 /tmp/confab-bench.out >> bench-results.jsonl
+    "$bench" send --sync "$sync" --senders "$senders" --server-bin "$server" --check \
+      --receivers "$(( senders < 16 ? senders : 16 ))" --seconds "$seconds" | tee "$scratch"
+    tail -n 1 "$scratch" >> bench-results.jsonl
   done
 done

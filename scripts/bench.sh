@@ -14,10 +14,15 @@ seconds="${1:-10}"
 out="${BENCH_OUT:-docs/bench-results.jsonl}"
 cargo build --release --locked -p confab-server -p confab-bench
 bench="${CARGO_TARGET_DIR:-target}/release/confab-bench"
+# The server just built, whatever CONFAB_BIN says; --check makes an incomplete run (a send
+# lost, a socket refused) fail instead of landing in the results.
+server="${CARGO_TARGET_DIR:-target}/release/confab"
+scratch="$(mktemp)"
+trap 'rm -f "$scratch"' EXIT
 : > "$out"
 run() {
-  "$bench" "$@" | tee /tmp/confab-bench.out
-  tail -n 1 /tmp/confab-bench.out >> "$out"
+  "$bench" "$@" --server-bin "$server" --check | tee "$scratch"
+  tail -n 1 "$scratch" >> "$out"
 }
 run send --senders 64 --receivers 16 --seconds "$seconds"
 run steady --rate 500,1000,2000,4000,8000 --idle 10000 --pairs 64 --seconds "$seconds"

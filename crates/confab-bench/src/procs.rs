@@ -74,6 +74,12 @@ fn free_port() -> anyhow::Result<u16> {
 impl Server {
     /// Starts `confab serve` on a free loopback port and waits until `/healthz` answers.
     pub async fn confab(options: &ConfabOptions) -> anyhow::Result<Server> {
+        // Said on every start: a stale binary next to a freshly built harness is easy to miss.
+        let built = std::fs::metadata(&options.bin)
+            .and_then(|m| m.modified())
+            .map(|t| time::OffsetDateTime::from(t).to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        eprintln!("confab-bench: server {} (modified {built})", options.bin.display());
         let port = free_port()?;
         let mut command = tokio::process::Command::new(&options.bin);
         command

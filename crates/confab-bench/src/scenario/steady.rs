@@ -76,6 +76,14 @@ pub async fn run(args: SteadyArgs) -> anyhow::Result<Report> {
                 row["rate"], row["scheduled"], row["acked"], row["delivered"]
             ));
         }
+        if row["idle_connected"] != world.idle.len() {
+            failures.push(format!(
+                "{target} at {}/s: {} of {} idle sockets connected",
+                row["rate"],
+                row["idle_connected"],
+                world.idle.len()
+            ));
+        }
         if row["errors"] != 0 || row["idle_closed_by_server"] != 0 {
             failures.push(format!(
                 "{target}: {} errors, {} idle sockets closed by the server",
