@@ -184,72 +184,100 @@ impl Preload {
 
 /// Writes `per_conversation` messages into each `(conversation, user a, user b)`, alternating
 /// senders, with seq 1..=n; answers how many rows were written. Run after [`Preload::close`].
+///
+/// The messages go in in time order across conversations (every conversation's message 1,
+/// then every conversation's message 2, …), as a real server receives them: a conversation's
+/// history is then spread over the database as it would be after months of use, not stored
+/// in one piece.
 pub async fn bulk_messages(
     db_path: &Path,
     conversations: &[(String, String, String)],
     per_conversation: usize,
     progress: &crate::stats::Progress,
 ) -> anyhow::Result<u64> {
+    /// Rounds (one message in every conversation) per transaction.
+    const ROUNDS: i64 = 10;
     let url = format!("sqlite://{}", db_path.display());
     let options = SqliteConnectOptions::from_str(&url)?
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Off)
+        .pragma("cache_size", "-262144")
         .foreign_keys(true);
     let mut conn =
         SqliteConnection::connect_with(&options).await.context("open for bulk insert")?;
-    let base_ms = now_ms() - (per_conversation as i64) * 1000;
-    let mut written = 0u64;
-    for chunk in conversations.chunks(64) {
-        let mut tx = conn.begin().await?;
-        for (id, a, b) in chunk {
-            let done = sqlx::query(
-                "INSERT INTO messages (id, conversation_id, sender_id, content, created_at, seq)
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
-                 SELECT $1 || '-' || printf('%07d', i), $1,
-                        CASE WHEN i % 2 = 1 THEN $3 ELSE $4 END,
-                        'message ' || i || ' of a preloaded conversation, about as long as a short chat line',
-                        $5 + i * 1000, i
-                   FROM n",
-            )
+    sqlx::query(
+        "CREATE TEMP TABLE preload_conversations
+            (ord INTEGER PRIMARY KEY, id TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let mut tx = conn.begin().await?;
+    for (ord, (id, a, b)) in conversations.iter().enumerate() {
+        sqlx::query("INSERT INTO preload_conversations (ord, id, a, b) VALUES ($1, $2, $3, $4)")
+            .bind(ord as i64)
             .bind(id)
-            .bind(per_conversation as i64)
             .bind(a)
             .bind(b)
-            .bind(base_ms)
             .execute(&mut *tx)
-            .await
-            .context("bulk insert messages")?;
-            // What a send updates besides the message: the conversation's sequence and
-            // activity, and each sender's read watermark at their own last message (`a` sent
-            // the odd seqs, `b` the even ones).
-            let last = per_conversation as i64;
-            sqlx::query(
-                "UPDATE conversations SET last_seq = $2, last_activity_at = $3 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(last)
-            .bind(base_ms + last * 1000)
-            .execute(&mut *tx)
-            .await
-            .context("bulk insert: conversation sequence")?;
-            for (user, parity) in [(a, 1), (b, 0)] {
-                let own_last = if last % 2 == parity { last } else { last - 1 };
-                sqlx::query(
-                    "UPDATE participants SET last_read_seq = MAX(last_read_seq, $3)
-                      WHERE conversation_id = $1 AND user_id = $2",
-                )
-                .bind(id)
-                .bind(user)
-                .bind(own_last.max(0))
-                .execute(&mut *tx)
-                .await
-                .context("bulk insert: read watermarks")?;
-            }
-            written += done.rows_affected();
-            crate::stats::Progress::add(&progress.sent, done.rows_affected());
-        }
-        tx.commit().await?;
+            .await?;
     }
+    tx.commit().await?;
+
+    let base_ms = now_ms() - (per_conversation as i64) * 1000;
+    let last = per_conversation as i64;
+    let mut written = 0u64;
+    let mut from = 1;
+    while from <= last {
+        let to = (from + ROUNDS - 1).min(last);
+        let done = sqlx::query(
+            "INSERT INTO messages (id, conversation_id, sender_id, content, created_at, seq)
+             WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
+             SELECT c.id || '-' || printf('%07d', i), c.id,
+                    CASE WHEN i % 2 = 1 THEN c.a ELSE c.b END,
+                    'message ' || i || ' of a preloaded conversation, about as long as a short chat line',
+                    $3 + i * 1000 + c.ord, i
+               FROM n CROSS JOIN preload_conversations c
+              ORDER BY i, c.ord",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(base_ms)
+        .execute(&mut conn)
+        .await
+        .context("bulk insert messages")?;
+        written += done.rows_affected();
+        crate::stats::Progress::add(&progress.sent, done.rows_affected());
+        from = to + 1;
+    }
+
+    // What a send updates besides the message: the conversation's sequence and activity, and
+    // each sender's read watermark at their own last message (`a` sent the odd seqs, `b` the
+    // even ones).
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "UPDATE conversations SET last_seq = $1, last_activity_at = $2 + $1 * 1000
+                + (SELECT ord FROM preload_conversations c WHERE c.id = conversations.id)
+          WHERE id IN (SELECT id FROM preload_conversations)",
+    )
+    .bind(last)
+    .bind(base_ms)
+    .execute(&mut *tx)
+    .await
+    .context("bulk insert: conversation sequence")?;
+    for (user_is_a, parity) in [(true, 1), (false, 0)] {
+        let own_last = if last % 2 == parity { last } else { last - 1 };
+        sqlx::query(
+            "UPDATE participants SET last_read_seq = MAX(last_read_seq, $1)
+              WHERE (conversation_id, user_id) IN
+                    (SELECT id, CASE WHEN $2 THEN a ELSE b END FROM preload_conversations)",
+        )
+        .bind(own_last.max(0))
+        .bind(user_is_a)
+        .execute(&mut *tx)
+        .await
+        .context("bulk insert: read watermarks")?;
+    }
+    tx.commit().await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
     conn.close().await?;
     Ok(written)

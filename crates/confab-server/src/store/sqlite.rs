@@ -1745,25 +1745,27 @@ fn rotate_on(conn: &mut Connection, keys: Arc<Keyring>) -> anyhow::Result<Rotati
     let codec = Codec::new(Some(keys.clone()));
     let mut done = Rotation::default();
 
-    let mut after = 0_i64;
+    // In id order (the table's own order is by conversation). A message the running server
+    // stores meanwhile is sealed with the new key already, wherever its id falls.
+    let mut after = String::new();
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows = all(
             &tx,
-            "SELECT rowid, id, content FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            "SELECT id, content FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
             params![after, BATCH],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
         )?;
-        let Some(last) = rows.last().map(|r| r.0) else { break };
-        for (rowid, id, content) in rows {
+        let Some(last) = rows.last().map(|r| r.0.clone()) else { break };
+        for (id, content) in rows {
             if !keys.needs_rotation(&content) {
                 continue;
             }
             let plain = codec.open(&id, content)?;
             execute(
                 &tx,
-                "UPDATE messages SET content = ?2 WHERE rowid = ?1",
-                params![rowid, keys.seal(&id, &plain)],
+                "UPDATE messages SET content = ?2 WHERE id = ?1",
+                params![id, keys.seal(&id, &plain)],
             )?;
             done.messages += 1;
         }

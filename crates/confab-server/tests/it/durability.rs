@@ -145,3 +145,115 @@ async fn a_logged_out_token_stays_invalid_after_a_restart() {
     let err = server.client().with_token(token).me().await.unwrap_err();
     assert_api_error(&err, 401, "unauthorized");
 }
+
+/// Migration 0008 rebuilt the SQLite `messages` table in conversation order. A database whose
+/// table still has the earlier layout (rows in arrival order, interleaved across
+/// conversations) comes through the upgrade with every message, edit, tombstone, reply, read
+/// state and idempotency key.
+#[tokio::test]
+async fn messages_stored_before_the_conversation_order_migration_keep_everything() {
+    use sqlx::Connection;
+    let mut server = TestServer::spawn().await;
+    if server.database().is_some() {
+        return; // the migration is SQLite's
+    }
+    let [alice, bob] = server.users(["alice", "bob"]).await;
+    let direct = alice.create_direct(bob.id()).await.unwrap();
+    let group = alice.create_group("Both", &[bob.id()]).await.unwrap();
+    let mut keyed = Vec::new();
+    for i in 0..40 {
+        // Interleaved: the two conversations' rows alternate in arrival order.
+        let conversation = if i % 2 == 0 { &direct.id } else { &group.id };
+        let body = SendMessage {
+            content: format!("message {i}"),
+            client_id: Some(format!("key-{i}")),
+            reply_to: None,
+        };
+        keyed.push((
+            conversation.clone(),
+            body.clone(),
+            bob.send_message(conversation, &body).await.unwrap().value,
+        ));
+    }
+    let first = keyed[0].2.clone();
+    bob.edit_message(&keyed[2].2.id, "edited").await.unwrap();
+    bob.delete_message(&keyed[4].2.id).await.unwrap();
+    let reply = SendMessage {
+        content: "a reply".into(),
+        client_id: None,
+        reply_to: Some(first.id.clone()),
+    };
+    alice.send_message(&direct.id, &reply).await.unwrap();
+    alice.mark_read(&group.id, 5).await.unwrap();
+    let before = (
+        alice.list_conversations().await.unwrap(),
+        history(&alice, &direct.id).await,
+        history(&alice, &group.id).await,
+    );
+    server.stop().await;
+
+    // Back to the layout before 0008, rows in arrival order, and 0008 not yet applied.
+    let url = server.database_url();
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = OFF;
+         BEGIN;
+         CREATE TABLE messages_before (
+             id TEXT PRIMARY KEY,
+             conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+             sender_id TEXT NOT NULL REFERENCES users(id),
+             content TEXT NOT NULL, created_at INTEGER NOT NULL, seq INTEGER NOT NULL,
+             client_id TEXT, reply_to TEXT, edited_at INTEGER,
+             deleted INTEGER NOT NULL DEFAULT 0,
+             UNIQUE (conversation_id, seq));
+         INSERT INTO messages_before SELECT id, conversation_id, sender_id, content, created_at,
+             seq, client_id, reply_to, edited_at, deleted FROM messages ORDER BY id;
+         DROP TABLE messages;
+         ALTER TABLE messages_before RENAME TO messages;
+         CREATE UNIQUE INDEX messages_by_client_id ON messages(conversation_id, sender_id,
+             client_id) WHERE client_id IS NOT NULL;
+         DELETE FROM _sqlx_migrations WHERE version = 8;
+         COMMIT;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let layout: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'messages'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(!layout.contains("WITHOUT ROWID"), "the test rebuilt the old layout");
+    conn.close().await.unwrap();
+
+    server.restart().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let layout: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'messages'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    assert!(layout.contains("WITHOUT ROWID"), "the migration ran: {layout}");
+    let (alice, bob) = (server.reconnect(&alice), server.reconnect(&bob));
+    let after = (
+        alice.list_conversations().await.unwrap(),
+        history(&alice, &direct.id).await,
+        history(&alice, &group.id).await,
+    );
+    assert_eq!(after, before);
+    // Every idempotency key still answers with its first message.
+    for (conversation, body, message) in &keyed {
+        let retried = bob.send_message(conversation, body).await.unwrap();
+        assert!(!retried.created, "{} was stored again", body.content);
+        assert_eq!(&retried.value.id, &message.id);
+    }
+    // The messages stay editable and deletable by id, and the sequence goes on.
+    bob.edit_message(&first.id, "edited after the upgrade").await.unwrap();
+    bob.delete_message(&keyed[6].2.id).await.unwrap();
+    let next = bob.send_text(&group.id, "after the upgrade").await.unwrap();
+    assert_eq!(next.seq, 21);
+    let group_history = history(&bob, &group.id).await;
+    assert_eq!(seqs(&group_history), (1..=21).collect::<Vec<_>>());
+}
