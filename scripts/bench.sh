@@ -17,16 +17,18 @@ bench="${CARGO_TARGET_DIR:-target}/release/confab-bench"
 # The server just built, whatever CONFAB_BIN says; --check makes an incomplete run (a send
 # lost, a socket refused) fail instead of landing in the results.
 server="${CARGO_TARGET_DIR:-target}/release/confab"
+# The results land in $out only when every scenario completed.
 scratch="$(mktemp)"
-trap 'rm -f "$scratch"' EXIT
-: > "$out"
+results="$(mktemp)"
+trap 'rm -f "$scratch" "$results"' EXIT
 run() {
   "$bench" "$@" --server-bin "$server" --check | tee "$scratch"
-  tail -n 1 "$scratch" >> "$out"
+  tail -n 1 "$scratch" >> "$results"
 }
 run send --senders 64 --receivers 16 --seconds "$seconds"
 run steady --rate 500,1000,2000,4000,8000 --idle 10000 --pairs 64 --seconds "$seconds"
 run connections --count 19000
 run fanout --members 1000 --rounds 100
 run history --messages 1000000 --conversations 1000 --readers 4 --seconds "$seconds"
+cp "$results" "$out"
 "$bench" plot --input "$out" --output docs/bench-latency.svg

@@ -4,9 +4,10 @@
 //! Users, sessions and conversations go through the server's own `Store` (so they carry the
 //! membership rows and events the server writes itself), concurrently so the store's group
 //! commit batches them. Every user shares one real Argon2 hash, and each session's token is
-//! made here, so the harness knows it. Bulk history (`messages`) is written in SQL, one
-//! statement per conversation generating its rows inside SQLite, followed by what the store's
-//! own send would update (`last_seq`, the senders' read watermarks). The preloaded messages have no
+//! made here, so the harness knows it. Bulk history (`messages`) is written in SQL, each
+//! statement generating inside SQLite a few rounds of one message in every conversation (time
+//! order, as a server receives them), followed by what the store's own send would update
+//! (`last_seq`, the senders' read watermarks). The preloaded messages have no
 //! entries in the event log: clients read them as history, not by replay.
 
 use std::path::{Path, PathBuf};
@@ -223,7 +224,10 @@ pub async fn bulk_messages(
     }
     tx.commit().await?;
 
-    let base_ms = now_ms() - (per_conversation as i64) * 1000;
+    // One message every millisecond, round after round: time order across conversations,
+    // the last one now.
+    let step = conversations.len() as i64;
+    let base_ms = now_ms() - (per_conversation as i64) * step;
     let last = per_conversation as i64;
     let mut written = 0u64;
     let mut from = 1;
@@ -235,13 +239,14 @@ pub async fn bulk_messages(
              SELECT c.id || '-' || printf('%07d', i), c.id,
                     CASE WHEN i % 2 = 1 THEN c.a ELSE c.b END,
                     'message ' || i || ' of a preloaded conversation, about as long as a short chat line',
-                    $3 + i * 1000 + c.ord, i
+                    $3 + (i - 1) * $4 + c.ord + 1, i
                FROM n CROSS JOIN preload_conversations c
               ORDER BY i, c.ord",
         )
         .bind(from)
         .bind(to)
         .bind(base_ms)
+        .bind(step)
         .execute(&mut conn)
         .await
         .context("bulk insert messages")?;
@@ -255,12 +260,13 @@ pub async fn bulk_messages(
     // even ones).
     let mut tx = conn.begin().await?;
     sqlx::query(
-        "UPDATE conversations SET last_seq = $1, last_activity_at = $2 + $1 * 1000
-                + (SELECT ord FROM preload_conversations c WHERE c.id = conversations.id)
+        "UPDATE conversations SET last_seq = $1, last_activity_at = $2 + ($1 - 1) * $3
+                + (SELECT ord FROM preload_conversations c WHERE c.id = conversations.id) + 1
           WHERE id IN (SELECT id FROM preload_conversations)",
     )
     .bind(last)
     .bind(base_ms)
+    .bind(step)
     .execute(&mut *tx)
     .await
     .context("bulk insert: conversation sequence")?;

@@ -338,12 +338,15 @@ fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The migrations' connection. `secure_delete`, as on every other connection: a migration that
+/// rebuilds a table frees the old one's pages, which must not keep its rows.
 fn migrate_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
+        .pragma("secure_delete", "ON")
         .busy_timeout(Duration::from_secs(10))
 }
 

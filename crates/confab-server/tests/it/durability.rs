@@ -7,7 +7,7 @@ use confab_client::{Message, SendMessage};
 use futures_util::future::join_all;
 
 use crate::harness::{
-    PASSWORD, TestServer, TestUser, assert_api_error, history, send_numbered, seqs,
+    PASSWORD, TestServer, TestUser, assert_api_error, history, on_postgres, send_numbered, seqs,
 };
 
 /// Registers `n` senders and alice, puts them all in one group, and has every sender send
@@ -149,14 +149,14 @@ async fn a_logged_out_token_stays_invalid_after_a_restart() {
 /// Migration 0008 rebuilt the SQLite `messages` table in conversation order. A database whose
 /// table still has the earlier layout (rows in arrival order, interleaved across
 /// conversations) comes through the upgrade with every message, edit, tombstone, reply, read
-/// state and idempotency key.
+/// state and idempotency key, its foreign keys, and no copy of the old rows left in free pages.
 #[tokio::test]
 async fn messages_stored_before_the_conversation_order_migration_keep_everything() {
     use sqlx::Connection;
-    let mut server = TestServer::spawn().await;
-    if server.database().is_some() {
+    if on_postgres() {
         return; // the migration is SQLite's
     }
+    let mut server = TestServer::spawn().await;
     let [alice, bob] = server.users(["alice", "bob"]).await;
     let direct = alice.create_direct(bob.id()).await.unwrap();
     let group = alice.create_group("Both", &[bob.id()]).await.unwrap();
@@ -169,11 +169,8 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
             client_id: Some(format!("key-{i}")),
             reply_to: None,
         };
-        keyed.push((
-            conversation.clone(),
-            body.clone(),
-            bob.send_message(conversation, &body).await.unwrap().value,
-        ));
+        let message = bob.send_message(conversation, &body).await.unwrap().value;
+        keyed.push((conversation.clone(), body, message));
     }
     let first = keyed[0].2.clone();
     bob.edit_message(&keyed[2].2.id, "edited").await.unwrap();
@@ -184,6 +181,10 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
         reply_to: Some(first.id.clone()),
     };
     alice.send_message(&direct.id, &reply).await.unwrap();
+    // Longer than what such a table keeps on the row's own page.
+    alice.send_text(&direct.id, &"long ".repeat(3000)).await.unwrap();
+    let secret =
+        bob.send_text(&group.id, "heron-dawn-6083, deleted after the upgrade").await.unwrap();
     alice.mark_read(&group.id, 5).await.unwrap();
     let before = (
         alice.list_conversations().await.unwrap(),
@@ -197,6 +198,7 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(
         "PRAGMA foreign_keys = OFF;
+         PRAGMA secure_delete = ON;
          BEGIN;
          CREATE TABLE messages_before (
              id TEXT PRIMARY KEY,
@@ -206,8 +208,10 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
              client_id TEXT, reply_to TEXT, edited_at INTEGER,
              deleted INTEGER NOT NULL DEFAULT 0,
              UNIQUE (conversation_id, seq));
-         INSERT INTO messages_before SELECT id, conversation_id, sender_id, content, created_at,
-             seq, client_id, reply_to, edited_at, deleted FROM messages ORDER BY id;
+         INSERT INTO messages_before (id, conversation_id, sender_id, content, created_at, seq,
+             client_id, reply_to, edited_at, deleted)
+         SELECT id, conversation_id, sender_id, content, created_at, seq, client_id, reply_to,
+             edited_at, deleted FROM messages ORDER BY id;
          DROP TABLE messages;
          ALTER TABLE messages_before RENAME TO messages;
          CREATE UNIQUE INDEX messages_by_client_id ON messages(conversation_id, sender_id,
@@ -218,24 +222,11 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
     .execute(&mut conn)
     .await
     .unwrap();
-    let layout: String =
-        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'messages'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert!(!layout.contains("WITHOUT ROWID"), "the test rebuilt the old layout");
+    assert!(!messages_layout(&mut conn).await.contains("WITHOUT ROWID"), "the old layout");
     conn.close().await.unwrap();
 
     server.restart().await;
 
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let layout: String =
-        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'messages'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    conn.close().await.unwrap();
-    assert!(layout.contains("WITHOUT ROWID"), "the migration ran: {layout}");
     let (alice, bob) = (server.reconnect(&alice), server.reconnect(&bob));
     let after = (
         alice.list_conversations().await.unwrap(),
@@ -252,8 +243,41 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
     // The messages stay editable and deletable by id, and the sequence goes on.
     bob.edit_message(&first.id, "edited after the upgrade").await.unwrap();
     bob.delete_message(&keyed[6].2.id).await.unwrap();
+    bob.delete_message(&secret.id).await.unwrap();
     let next = bob.send_text(&group.id, "after the upgrade").await.unwrap();
-    assert_eq!(next.seq, 21);
+    assert_eq!(next.seq, 22);
     let group_history = history(&bob, &group.id).await;
-    assert_eq!(seqs(&group_history), (1..=21).collect::<Vec<_>>());
+    assert_eq!(seqs(&group_history), (1..=22).collect::<Vec<_>>());
+    server.stop().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    assert!(messages_layout(&mut conn).await.contains("WITHOUT ROWID"), "the migration ran");
+    let parents: Vec<(String, String)> = sqlx::query_as(
+        "SELECT \"table\", on_delete FROM pragma_foreign_key_list('messages') ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        parents,
+        [("conversations".to_owned(), "CASCADE".to_owned()), ("users".into(), "NO ACTION".into())]
+    );
+    conn.close().await.unwrap();
+    // The old table's pages were zeroed when the migration freed them: the deleted message
+    // is in none of the database's files.
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("confab.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(15).any(|w| w == b"heron-dawn-6083");
+            assert!(!found, "the deleted text is still in {}", path.display());
+        }
+    }
+}
+
+async fn messages_layout(conn: &mut sqlx::SqliteConnection) -> String {
+    sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'messages'")
+        .fetch_one(conn)
+        .await
+        .unwrap()
 }
