@@ -7,7 +7,8 @@ use confab_client::{Message, SendMessage};
 use futures_util::future::join_all;
 
 use crate::harness::{
-    PASSWORD, TestServer, TestUser, assert_api_error, history, on_postgres, send_numbered, seqs,
+    PASSWORD, TestServer, TestUser, assert_api_error, contains, database_bytes, history,
+    on_postgres, send_numbered, seqs,
 };
 
 /// Registers `n` senders and alice, puts them all in one group, and has every sender send
@@ -265,14 +266,8 @@ async fn messages_stored_before_the_conversation_order_migration_keep_everything
     conn.close().await.unwrap();
     // The old table's pages were zeroed when the migration freed them: the deleted message
     // is in none of the database's files.
-    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("confab.db") {
-            let bytes = std::fs::read(&path).unwrap();
-            let found = bytes.windows(15).any(|w| w == b"heron-dawn-6083");
-            assert!(!found, "the deleted text is still in {}", path.display());
-        }
-    }
+    let bytes = database_bytes(&server).await;
+    assert!(!contains(&bytes, "heron-dawn-6083"), "the deleted text is still on disk");
 }
 
 async fn messages_layout(conn: &mut sqlx::SqliteConnection) -> String {

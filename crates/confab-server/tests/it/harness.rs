@@ -470,3 +470,24 @@ pub fn sorted(ids: &[&str]) -> Vec<String> {
 pub async fn next_timestamp() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
+
+/// What the database keeps on disk, as raw bytes: every file of the SQLite database (main
+/// file, WAL, shared memory), or on PostgreSQL the files of the test's database.
+pub async fn database_bytes(server: &TestServer) -> Vec<u8> {
+    if let Some(database) = server.database() {
+        return database.raw_bytes().await;
+    }
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("confab.db") {
+            bytes.extend(std::fs::read(path).unwrap());
+        }
+    }
+    bytes
+}
+
+/// Whether `needle` occurs in `haystack` byte for byte.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}

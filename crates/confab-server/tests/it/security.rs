@@ -11,7 +11,9 @@ use confab_server::security::crypto::generate_key;
 use confab_server::security::rate::Rate;
 use serde_json::json;
 
-use crate::harness::{PASSWORD, TestServer, assert_api_error, history, json_error};
+use crate::harness::{
+    PASSWORD, TestServer, assert_api_error, contains, database_bytes, history, json_error,
+};
 
 /// The `name=value` pairs of a response's Set-Cookie headers, by name.
 fn cookie(response: &confab_client::reqwest::Response, name: &str) -> Option<String> {
@@ -388,26 +390,6 @@ async fn responses_carry_the_security_headers_and_no_server_version() {
         assert!(!headers.contains_key("server"), "{path}: no server banner");
         assert!(!headers.contains_key("strict-transport-security"), "{path}: HSTS only over TLS");
     }
-}
-
-/// What the database keeps on disk, as raw bytes: every file of the SQLite database (main
-/// file, WAL, shared memory), or on PostgreSQL the files of the test's database.
-async fn database_bytes(server: &TestServer) -> Vec<u8> {
-    if let Some(database) = server.database() {
-        return database.raw_bytes().await;
-    }
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("confab.db") {
-            bytes.extend(std::fs::read(path).unwrap());
-        }
-    }
-    bytes
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Sends, edits and deletes marked messages; answers the texts that must not be on disk.
